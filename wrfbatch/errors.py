@@ -22,9 +22,10 @@ talks to the service::
     │   ├── ConnectionLostError     the connection failed or dropped (retryable)
     │   ├── RemoteCommandError      a remote command exited non-zero
     │   └── TransferError           an upload or download failed
-    └── SchedulerError              the batch system rejected or failed a request
-        ├── SubmitError             sbatch rejected a job
-        └── SchedulerUnavailableError  the controller does not respond (retryable, 503)
+    ├── SchedulerError              the batch system rejected or failed a request
+    │   ├── SubmitError             sbatch rejected a job
+    │   └── SchedulerUnavailableError  the controller does not respond (retryable, 503)
+    └── StoreUnavailableError       the database is unreachable or locked (retryable, 503)
 
 ``retryable`` tells a caller whether the same request may succeed later
 without a change on its side.
@@ -205,6 +206,14 @@ class SchedulerUnavailableError(SchedulerError):
     retryable = True
 
 
+class StoreUnavailableError(WrfbatchError):
+    """The database could not be reached, or stayed locked past the busy timeout."""
+
+    code = "store_unavailable"
+    http_status = 503
+    retryable = True
+
+
 #: Classes by their ``code``, so that the Cloudrun client can raise the class the
 #: service raised. Where codes are shared, the first class listed is the one raised.
 ERROR_CLASSES_BY_CODE: dict[str, type[WrfbatchError]] = {}
@@ -228,5 +237,6 @@ for _cls in (
     SchedulerError,
     SubmitError,
     SchedulerUnavailableError,
+    StoreUnavailableError,
 ):
     ERROR_CLASSES_BY_CODE.setdefault(_cls.code, _cls)
