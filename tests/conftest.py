@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,147 @@ def mpirun_env() -> dict[str, str]:
         OMPI_MCA_rmaps_base_oversubscribe="1",
     )
     return env
+
+
+# --- Databases for the store: a SQLite file, and PostgreSQL when one is configured. ---
+
+POSTGRES_URL_ENV = "WRFBATCH_TEST_POSTGRES_URL"
+
+
+def _configured_postgres_url() -> str | None:
+    url = os.environ.get(POSTGRES_URL_ENV)
+    env_file = TESTBED_DIR / "postgres.env"
+    if not url and env_file.exists():
+        url = _read_env_file(env_file).get(POSTGRES_URL_ENV)
+    return url or None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of the test PostgreSQL database; skips when none is configured or reachable."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    url = _configured_postgres_url()
+    if url is None:
+        pytest.skip(f"no PostgreSQL for tests: set {POSTGRES_URL_ENV} or run "
+                    "sudo scripts/postgres-start.sh")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        pytest.skip(f"PostgreSQL from {POSTGRES_URL_ENV} is unreachable ({exc.orig}); "
+                    "run sudo scripts/postgres-start.sh")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of an empty database: a SQLite file, or a fresh schema in the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'wrfbatch.db'}"
+        return
+    from uuid import uuid4
+
+    from sqlalchemy import create_engine, make_url, text
+
+    base_url = request.getfixturevalue("postgres_url")
+    schema = f"test_{uuid4().hex[:12]}"
+    engine = create_engine(base_url)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------- lifecycle settings
+
+SMALL_NAMELIST = """\
+&time_control
+ start_year = 2019, start_month = 9, start_day = 4, start_hour = 12,
+ end_year = 2019, end_month = 9, end_day = 4, end_hour = 18,
+ interval_seconds = 10800, history_interval = 60, restart_interval = 180,
+ input_from_file = .true.,
+/
+&domains
+ time_step = 180, max_dom = 1, e_we = 50, e_sn = 45, e_vert = 30,
+ num_metgrid_levels = 27, num_metgrid_soil_levels = 4, dx = 30000, dy = 30000,
+/
+&physics
+ mp_physics = 3, ra_lw_physics = 1, ra_sw_physics = 1, sf_surface_physics = 2,
+/
+&namelist_quilt
+ nio_tasks_per_group = 0, nio_groups = 1,
+/
+"""
+
+
+@pytest.fixture
+def small_namelist() -> str:
+    """A one-domain, 6-hour namelist that every stand-in version accepts."""
+    return SMALL_NAMELIST
+
+
+def _local_cluster(root: Path, versions: tuple[str, ...]) -> dict:
+    from wrfbatch.standin.install import install_standin
+
+    wrf = {}
+    for version in versions:
+        prefix = root / "wrf" / version
+        if not (prefix / "main" / "wrf.exe").exists():
+            install_standin(prefix, version)
+        wrf[version] = {"path": str(prefix)}
+    return {
+        "transport": "local", "scheduler": "local", "work_root": str(root / "cluster" / "runs"),
+        "max_cores": 4, "max_walltime_min": 30,
+        "launcher": {"kind": "none", "mpi_plugin": None}, "wrf": wrf,
+    }
+
+
+@pytest.fixture(scope="session")
+def local_wrf_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding stand-in WRF installs for this machine, shared by the session."""
+    return tmp_path_factory.mktemp("local-wrf")
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path, local_wrf_root: Path):
+    """Settings of the embedded default kind: SQLite, local transport and local scheduler."""
+    from wrfbatch.config import Settings
+
+    cluster = _local_cluster(local_wrf_root, STANDIN_VERSIONS)
+    cluster["work_root"] = str(tmp_path / "cluster" / "runs")
+    return Settings.model_validate({
+        "service": {"data_dir": str(tmp_path / "data"), "poll_interval_s": 0.5},
+        "clusters": {"local": cluster},
+    })
+
+
+@pytest.fixture
+def testbed_settings(testbed: Testbed, standin_installs: dict[str, str], tmp_path: Path):
+    """Settings whose one cluster is the Slurm testbed over SSH, with a fresh work root."""
+    from wrfbatch.config import Settings
+
+    work_root = f"{testbed.remote_home}/runs/{tmp_path.name.lower().replace('_', '-')}"
+    return Settings.model_validate({
+        "service": {"data_dir": str(tmp_path / "data"), "poll_interval_s": 0.5},
+        "clusters": {"testbed": {
+            "transport": "ssh",
+            "ssh": {"host": testbed.ssh_host, "port": testbed.ssh_port,
+                    "user": testbed.ssh_user, "key_file": str(testbed.ssh_key),
+                    "known_hosts_file": str(testbed.known_hosts)},
+            "scheduler": "slurm", "work_root": work_root, "partition": "debug",
+            "max_cores": testbed.cpus, "max_walltime_min": 10,
+            "launcher": {"kind": "srun", "mpi_plugin": "pmix"},
+            "environment": {"OMPI_MCA_mpi_yield_when_idle": "1",
+                            "OMPI_MCA_btl_tcp_if_include": "lo",
+                            "OMPI_MCA_oob_tcp_if_include": "lo"},
+            "wrf": {v: {"path": p} for v, p in standin_installs.items()},
+        }},
+    })

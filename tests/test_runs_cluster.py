@@ -1,0 +1,148 @@
+"""The run lifecycle over SSH through the testbed's Slurm, with MPI and the stand-in WRF."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from lifecycle import FINAL, upload_inputs, wait_for
+from wrfbatch.config import Settings
+from wrfbatch.errors import SubmitError
+from wrfbatch.runs import RunManager
+
+pytestmark = pytest.mark.cluster
+
+
+def make_manager(settings: Settings) -> RunManager:
+    return RunManager(settings)
+
+
+@pytest.fixture
+def manager(testbed_settings):
+    manager = make_manager(testbed_settings)
+    yield manager
+    manager.close()
+
+
+def ready_run(manager, namelist, tmp_path, version="3.9", standin=None, **met_em) -> str:
+    run = manager.create_run("alice", version)
+    upload_inputs(manager, run.id, namelist, tmp_path / "inputs", standin, **met_em)
+    assert manager.setup(run.id).run.status == "ready"
+    return run.id
+
+
+def remote(testbed, command: str) -> str:
+    return subprocess.run(testbed.ssh_command(command), capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("version", ["3.8.1", "3.9"])
+def test_lifecycle_done_with_mpi(manager, testbed, small_namelist, tmp_path, version):
+    run_id = ready_run(manager, small_namelist, tmp_path, version)
+    manager.start(run_id, 4)
+    run = wait_for(manager, run_id, FINAL, timeout_s=240)
+    assert run.status == "done", run.error
+    assert {job.state for job in run.jobs} == {"COMPLETED"}
+    assert run.percent_complete == 100.0
+    run_dir = manager.clusters.get().run_dir(run_id)
+    listing = remote(testbed, f"ls {shlex.quote(run_dir)} {shlex.quote(run_dir)}/logs/real")
+    for rank in range(4):
+        assert f"rsl.out.000{rank}" in listing
+    assert "wrfrst_d01_2019-09-04_18:00:00" in {f.filename for f in run.output_files}
+
+
+def test_progress_while_active(manager, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 4})
+    manager.start(run_id, 2)
+    run = wait_for(manager, run_id, {"active"}, timeout_s=120)
+    for _ in range(60):
+        time.sleep(1)
+        manager.refresh()
+        run = manager.get(run_id)
+        if run.percent_complete and 0 < run.percent_complete < 100:
+            break
+    assert 0 < (run.percent_complete or 0) < 100
+    assert run.stage == "wrf"
+    manager.stop(run_id)
+
+
+def test_stop_active_cancels_jobs(manager, testbed, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 60})
+    manager.start(run_id, 2)
+    wait_for(manager, run_id, {"active"}, timeout_s=120)
+    stopped = manager.stop(run_id)
+    assert stopped.status == "stopped"
+    job_ids = [job.job_id for job in stopped.jobs]
+    queue = remote(testbed, "squeue -h -t PD,R -o %i")
+    assert not set(job_ids) & set(queue.split())
+
+
+def test_delete_pending_run(manager, testbed, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"slow_start_s": 30})
+    manager.start(run_id, 2)
+    run_dir = manager.clusters.get().run_dir(run_id)
+    deleted = manager.delete(run_id)
+    assert deleted.deleted
+    assert remote(testbed, f"test -e {shlex.quote(run_dir)} && echo present || echo gone") \
+        .strip() == "gone"
+    queue = remote(testbed, "squeue -h -t PD,R -o %j")
+    assert run_id not in queue
+
+
+def test_failing_real_stage(manager, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, num_metgrid_levels=34)
+    manager.start(run_id, 2)
+    run = wait_for(manager, run_id, FINAL, timeout_s=120)
+    assert run.status == "error"
+    assert run.error is not None
+    assert run.error.code == "input_mismatch"
+    assert run.jobs[-1].state in ("CANCELLED", "PENDING")
+
+
+def test_rejected_sbatch_keeps_run_ready(testbed_settings, small_namelist, tmp_path):
+    testbed_settings.clusters["testbed"].partition = "nosuchpartition"
+    manager = make_manager(testbed_settings)
+    try:
+        run_id = ready_run(manager, small_namelist, tmp_path)
+        with pytest.raises(SubmitError, match="partition"):
+            manager.start(run_id, 2)
+        assert manager.get(run_id).status == "ready"
+    finally:
+        manager.close()
+
+
+@pytest.mark.slow
+def test_time_limit_reported(testbed_settings, small_namelist, tmp_path):
+    testbed_settings.clusters["testbed"].max_walltime_min = 1
+    manager = make_manager(testbed_settings)
+    try:
+        run_id = ready_run(manager, small_namelist, tmp_path, standin={"hang": True})
+        manager.start(run_id, 1)
+        run = wait_for(manager, run_id, FINAL, timeout_s=240, interval_s=3)
+        assert run.status == "error"
+        assert run.error is not None
+        assert run.error.code == "time_limit"
+    finally:
+        manager.close()
+
+
+def test_refresh_after_connection_cut(manager, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 2})
+    manager.start(run_id, 2)
+    transport = manager.clusters.get().transport
+    transport._drop_connection_for_tests() if hasattr(transport, "_drop_connection_for_tests") \
+        else transport.close()
+    run = wait_for(manager, run_id, FINAL, timeout_s=180)
+    assert run.status == "done", run.error
+
+
+def test_upload_while_active_conflicts(manager, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 60})
+    manager.start(run_id, 1)
+    with pytest.raises(Exception, match="stop the run first"):
+        manager.upload(run_id, "late.txt", io.BytesIO(b"x"))
+    manager.stop(run_id)

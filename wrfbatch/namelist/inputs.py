@@ -1,0 +1,49 @@
+"""The input files that real.exe and wrf.exe need for a namelist."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from .parse import NamelistSummary
+
+WRF_DATE_FORMAT = "%Y-%m-%d_%H:%M:%S"
+
+
+def format_wrf_date(moment: datetime, nocolons: bool = False) -> str:
+    """Return a date as WRF writes it in file names, with '_' for ':' when nocolons is on."""
+    text = moment.strftime(WRF_DATE_FORMAT)
+    return text.replace(":", "_") if nocolons else text
+
+
+def met_em_file_name(domain: int, moment: datetime, nocolons: bool = False) -> str:
+    """Return ``met_em.d0N.<date>.nc`` for a domain and a valid time."""
+    return f"met_em.d{domain:02d}.{format_wrf_date(moment, nocolons)}.nc"
+
+
+def met_em_times(summary: NamelistSummary) -> list[datetime]:
+    """Return every time from start to end of domain 1, every interval_seconds."""
+    step = timedelta(seconds=summary.interval_seconds)
+    times, moment = [], summary.start
+    while moment <= summary.real_end:
+        times.append(moment)
+        moment += step
+    return times
+
+
+def required_input_files(summary: NamelistSummary) -> list[str]:
+    """Return the files a real-data run needs before real.exe starts.
+
+    Domain 1 needs a met_em file for every time of the window; nests need
+    only their start time (sst_update, grid_fdda and qna_update, which need
+    more, are not yet taken into account). A restart run needs the restart
+    file of every domain at the start time instead.
+    """
+    if summary.ideal:
+        return ["input_sounding"]
+    files = [met_em_file_name(1, t, summary.nocolons) for t in met_em_times(summary)]
+    for domain in range(2, summary.max_dom + 1):
+        files.append(met_em_file_name(domain, summary.starts[domain - 1], summary.nocolons))
+    if summary.restart:
+        stamp = format_wrf_date(summary.start, summary.nocolons)
+        files += [f"wrfrst_d{d:02d}_{stamp}" for d in range(1, summary.max_dom + 1)]
+    return files
