@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import names
+from ..errors import InvalidInputError
+
 #: Called with (bytes done, bytes total) while a file moves.
 ProgressCallback = Callable[[int, int], None]
 
@@ -51,6 +54,20 @@ class RemoteFile:
     mtime: float
 
 
+def check_removable_path(path: str) -> str:
+    """Return the normalised form of a path that ``remove_tree`` may delete.
+
+    Raises InvalidInputError for a relative path, a path with ``..`` parts,
+    ``/`` and any path with fewer than two components, such as ``/home``.
+    """
+    normalised = names.check_remote_path(path, "directory to remove")
+    if len([part for part in normalised.split("/") if part]) < 2:
+        raise InvalidInputError(
+            f"refusing to remove {path!r}: give a directory at least two levels below '/'"
+        )
+    return normalised
+
+
 class Transport(abc.ABC):
     """Runs commands and moves files on one cluster."""
 
@@ -65,11 +82,15 @@ class Transport(abc.ABC):
         check: bool = True,
         timeout_s: float | None = None,
         stdin: bytes | None = None,
+        idempotent: bool = False,
     ) -> CommandResult:
         """Run a command through the cluster's shell (``/bin/sh -c`` semantics).
 
         Raises RemoteCommandError when ``check`` is true and the exit code is
-        non-zero, and ConnectionLostError when the connection drops.
+        non-zero, and ConnectionLostError when the connection drops or
+        ``timeout_s`` passes. A command that the connection drop interrupted is
+        run again once only when ``idempotent`` is true (queries such as squeue),
+        because running it twice must do no harm.
         """
 
     @abc.abstractmethod
@@ -98,7 +119,11 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def list_dir(self, remote_path: str) -> list[RemoteFile]:
-        """List the regular files of a remote directory (not recursive)."""
+        """List the regular files of a remote directory, sorted by name (not recursive).
+
+        Symbolic links are not followed, so they are not listed. A missing
+        directory gives an empty list.
+        """
 
     @abc.abstractmethod
     def exists(self, remote_path: str) -> bool:
@@ -110,7 +135,11 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def remove_tree(self, remote_path: str) -> None:
-        """Remove a remote directory and everything below it; a missing one is fine."""
+        """Remove a remote directory and everything below it; a missing one is fine.
+
+        Raises InvalidInputError for a relative path, ``/`` or a top-level
+        directory such as ``/home`` (see :func:`check_removable_path`).
+        """
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConnectionLostError, RemoteCommandError, TransferError
-from .base import CommandResult, ProgressCallback, RemoteFile, TransferResult, Transport
+from .base import (
+    CommandResult,
+    ProgressCallback,
+    RemoteFile,
+    TransferResult,
+    Transport,
+    check_removable_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,32 +49,50 @@ class LocalTransport(Transport):
         check: bool = True,
         timeout_s: float | None = None,
         stdin: bytes | None = None,
+        idempotent: bool = False,
     ) -> CommandResult:
+        # idempotent only matters for a dropped connection, which a local command cannot have.
         shell_command = self.join(command)
         logger.debug("local command: %s", shell_command)
-        try:
-            completed = subprocess.run(
-                ["/bin/sh", "-c", shell_command],
-                input=stdin,
-                capture_output=True,
-                timeout=timeout_s,
-                stdin=None if stdin is not None else subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ConnectionLostError(
-                f"command timed out after {timeout_s} s on localhost: {shell_command}", self.host
-            ) from exc
+        exit_code, stdout, stderr = self._run_shell(shell_command, timeout_s, stdin)
         result = CommandResult(
             command=shell_command,
-            exit_code=completed.returncode,
-            stdout=completed.stdout.decode("utf-8", errors="replace"),
-            stderr=completed.stderr.decode("utf-8", errors="replace"),
+            exit_code=exit_code,
+            stdout=stdout.decode("utf-8", errors="replace"),
+            stderr=stderr.decode("utf-8", errors="replace"),
         )
         if check and result.exit_code != 0:
             raise RemoteCommandError(
                 self.host, shell_command, result.exit_code, result.stdout, result.stderr
             )
         return result
+
+    def _run_shell(
+        self, shell_command: str, timeout_s: float | None, stdin: bytes | None
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``/bin/sh -c`` in its own session, so a timeout kills the whole process group.
+
+        Killing only the shell would leave its children holding the output
+        pipes, and reading them would then wait for those children to exit.
+        """
+        with subprocess.Popen(
+            ["/bin/sh", "-c", shell_command],
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(stdin, timeout=timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                raise ConnectionLostError(
+                    f"command timed out after {timeout_s} s on localhost: {shell_command}",
+                    self.host,
+                ) from exc
+        return process.returncode, stdout, stderr
 
     def upload(
         self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
@@ -139,7 +166,7 @@ class LocalTransport(Transport):
         try:
             with os.scandir(remote_path) as entries:
                 for entry in entries:
-                    if entry.is_file():
+                    if entry.is_file(follow_symlinks=False):
                         info = entry.stat()
                         files.append(RemoteFile(entry.name, info.st_size, info.st_mtime))
         except FileNotFoundError:
@@ -155,15 +182,20 @@ class LocalTransport(Transport):
         try:
             os.makedirs(remote_path, mode=mode, exist_ok=True)
         except OSError as exc:
-            raise TransferError(f"creating {remote_path} failed: {exc.strerror}", self.host) from exc
+            raise TransferError(
+                f"creating {remote_path} failed: {exc.strerror}", self.host
+            ) from exc
 
     def remove_tree(self, remote_path: str) -> None:
+        remote_path = check_removable_path(remote_path)
         try:
             shutil.rmtree(remote_path)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise TransferError(f"removing {remote_path} failed: {exc.strerror}", self.host) from exc
+            raise TransferError(
+                f"removing {remote_path} failed: {exc.strerror}", self.host
+            ) from exc
 
     def close(self) -> None:
         """Nothing to close: the local transport holds no connection."""

@@ -1,0 +1,938 @@
+"""The SSH transport: commands and SFTP transfers over one paramiko connection per cluster.
+
+Connection. One SSH connection is opened on first use and shared by every
+thread (the service's poller and its request handlers). Each command and each
+SFTP session is a channel on that connection, and at most ``max_channels``
+channels are open at once, which must stay below the server's MaxSessions
+(10 in OpenSSH's default sshd_config). Idle SFTP sessions are kept for reuse
+and closed when a command needs their channel slot. Keepalive messages go out
+every ``keepalive_interval_s`` seconds. AES-GCM ciphers are preferred when
+the server offers them, because they move data faster than AES-CTR with HMAC.
+
+Drops and retries. After a drop, the next operation reconnects. An operation
+that the drop interrupted is tried once more on a new connection when that is
+safe: reads, listings, file operations that give the same result when
+repeated, uploads and downloads (which resume from their partial file),
+commands that had not started, and commands that the caller marks
+``idempotent=True``. Any other interrupted command raises ConnectionLostError,
+because it may already have run on the cluster.
+
+Host keys and credentials. Only ``known_hosts_file`` is read: a host missing
+from it, or one that presents another key, is rejected with HostKeyError.
+Only ``key_file`` is offered, never an SSH agent or keys from ``~/.ssh``.
+
+Background processes. sshd closes a command's channel only after every
+process that has the command's stdout or stderr open has exited, so
+``run("cmd &")`` waits for ``cmd``. Detach a process with
+``nohup cmd >/dev/null 2>&1 &``.
+
+Transfers. A file is written under a partial name in the destination
+directory, ``.<name>.<size>-<sha256 prefix>.part``, checked against the
+source's SHA-256 and then renamed into place, so the final name never holds a
+partial file. The partial name depends only on the destination and the
+source's size and SHA-256, so an interrupted transfer of the same content
+resumes from the partial file's length once the partial file's content is
+verified against the same number of bytes of the source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import shlex
+import socket
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import paramiko
+
+from ..config import SSHConfig
+from ..errors import (
+    ConnectionLostError,
+    HostKeyError,
+    RemoteCommandError,
+    SSHAuthenticationError,
+    TransferError,
+    TransportError,
+    WrfbatchError,
+)
+from .base import (
+    CommandResult,
+    ProgressCallback,
+    RemoteFile,
+    TransferResult,
+    Transport,
+    check_removable_path,
+)
+from .local import file_sha256
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_CHUNK_BYTES = 1024 * 1024
+# Idle SFTP sessions kept open for reuse; each one keeps its channel slot until evicted.
+_MAX_IDLE_SFTP = 2
+# How often a thread waiting for a channel slot looks for an idle SFTP session to close.
+_SLOT_POLL_S = 0.1
+# Locks that serialise transfers to the same destination (see SSHTransport._transfer_lock).
+_TRANSFER_LOCKS = 64
+# Waits before trying again to open a channel that the server refused (about 3 s in all).
+_CHANNEL_RETRY_DELAYS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\b")
+# Hashes stdin with sha256sum (GNU coreutils) or shasum (BSD, macOS); exit 127 when neither exists.
+_REMOTE_HASHER = (
+    "if command -v sha256sum >/dev/null 2>&1; then sha256sum; "
+    "elif command -v shasum >/dev/null 2>&1; then shasum -a 256; "
+    "else exit 127; fi"
+)
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """The server's host key is not in the configured known_hosts file."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"host key for {hostname} not found")
+        self.hostname = hostname
+        self.key = key
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy that keeps the rejected key, so the error can show its fingerprint."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise _UnknownHostKey(hostname, key)
+
+
+class _KeyFileError(Exception):
+    """The configured private key file cannot be read or parsed."""
+
+
+class _GcmFirstTransport(paramiko.Transport):
+    """paramiko Transport that offers AES-GCM ciphers before its other defaults."""
+
+    _preferred_ciphers = tuple(
+        sorted(paramiko.Transport._preferred_ciphers, key=lambda name: "-gcm@" not in name)
+    )
+
+
+@dataclass
+class _Attempt:
+    """Progress of one try of an operation, which decides whether trying again is safe."""
+
+    # The SSH transport the try used; None when it failed before connecting.
+    connection: paramiko.Transport | None = None
+    # True once a command was sent to the server.
+    started: bool = False
+
+
+@dataclass
+class _Output:
+    """Output of a remote command, filled by reader threads."""
+
+    stdout: list[bytes] = field(default_factory=list)
+    stderr: list[bytes] = field(default_factory=list)
+
+
+class SSHTransport(Transport):
+    """Runs commands and moves files on a cluster over one shared SSH connection."""
+
+    def __init__(self, config: SSHConfig) -> None:
+        self.config = config
+        self.host = config.host
+        self._where = f"{config.user}@{config.host}:{config.port}"
+        self._lock = threading.Lock()
+        self._client: paramiko.SSHClient | None = None
+        self._slots = threading.BoundedSemaphore(config.max_channels)
+        self._idle_sftp: list[paramiko.SFTPClient] = []
+        self._transfer_locks = [threading.Lock() for _ in range(_TRANSFER_LOCKS)]
+        self._remote_hasher_missing = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _connection(self, attempt: _Attempt) -> paramiko.Transport:
+        """Return the live SSH transport, connecting first when there is none."""
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                if transport is not None:
+                    logger.warning("connection to %s was lost; reconnecting", self._where)
+                self._discard_locked()
+                self._client = self._connect()
+                transport = self._client.get_transport()
+                assert transport is not None
+            attempt.connection = transport
+            return transport
+
+    def _connect(self) -> paramiko.SSHClient:
+        config = self.config
+        if not config.known_hosts_file.is_file():
+            raise HostKeyError(
+                f"known_hosts file {config.known_hosts_file} for {self._where} not found; "
+                "create it with the cluster's verified host key", self.host,
+            )
+        key = _load_key(config.key_file)
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(config.known_hosts_file))
+        client.set_missing_host_key_policy(_RejectUnknownHost())
+        try:
+            client.connect(
+                config.host, port=config.port, username=config.user, pkey=key,
+                look_for_keys=False, allow_agent=False, timeout=config.connect_timeout_s,
+                banner_timeout=config.connect_timeout_s, auth_timeout=config.connect_timeout_s,
+                channel_timeout=config.connect_timeout_s, transport_factory=_GcmFirstTransport,
+            )
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        assert transport is not None
+        if config.keepalive_interval_s:
+            transport.set_keepalive(config.keepalive_interval_s)
+        logger.info("connected to %s (cipher %s)", self._where, transport.remote_cipher)
+        return client
+
+    def _discard_locked(self) -> None:
+        """Close the connection and the idle SFTP sessions; the caller must own ``_lock``."""
+        for sftp in self._idle_sftp:
+            _close_quietly(sftp)
+            self._slots.release()
+        self._idle_sftp.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def cipher(self) -> str | None:
+        """Cipher of the open connection, such as ``aes128-gcm@openssh.com``; None when closed."""
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            return transport.remote_cipher if transport and transport.is_active() else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                logger.info("closing the connection to %s", self._where)
+            self._discard_locked()
+
+    # -- errors and retries ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, action: str, attempt: _Attempt) -> Iterator[None]:
+        """Translate paramiko, socket and SFTP errors into the project's errors.
+
+        This is the one place where third-party errors become TransportError
+        subclasses. ``action`` completes "... failed while <action>".
+        """
+        try:
+            yield
+        except WrfbatchError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(self._changed_key_message(exc), self.host) from exc
+        except _UnknownHostKey as exc:
+            raise HostKeyError(self._unknown_key_message(exc), self.host) from exc
+        except paramiko.AuthenticationException as exc:
+            raise SSHAuthenticationError(self._auth_message(exc), self.host) from exc
+        except _KeyFileError as exc:
+            raise SSHAuthenticationError(str(exc), self.host) from exc
+        except paramiko.hostkeys.InvalidHostKey as exc:
+            raise HostKeyError(
+                f"known_hosts file {self.config.known_hosts_file} has an invalid line "
+                f"{exc.line.strip()!r}: {exc.exc}; fix or remove that line", self.host,
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError) as exc:
+            raise self._classify(exc, action, attempt) from exc
+
+    def _classify(self, exc: Exception, action: str, attempt: _Attempt) -> TransportError:
+        """Tell a dropped or unreachable connection from a failed file operation."""
+        connection = attempt.connection
+        if connection is None or not connection.is_active():
+            return ConnectionLostError(
+                f"connection to {self._where} failed while {action}: {_describe(exc)}; "
+                "check that the host is up and reachable, then retry", self.host,
+            )
+        if isinstance(exc, OSError) and not isinstance(exc, socket.timeout):
+            return TransferError(f"{action} on {self.host} failed: {_describe(exc)}", self.host)
+        return ConnectionLostError(
+            f"{action} on {self._where} failed: {_describe(exc)}; retry later", self.host
+        )
+
+    def _changed_key_message(self, exc: paramiko.BadHostKeyException) -> str:
+        config = self.config
+        return (
+            f"host key of {config.host} port {config.port} does not match the key for it in "
+            f"{config.known_hosts_file}: the server sent {exc.key.get_name()} "
+            f"{exc.key.fingerprint}, known_hosts expects {exc.expected_key.get_name()} "
+            f"{exc.expected_key.fingerprint}. If the cluster's administrators changed the key, "
+            f"check the new fingerprint with them and replace the line for {exc.hostname} in "
+            f"{config.known_hosts_file}; otherwise do not connect, because another machine "
+            "may be answering for the cluster"
+        )
+
+    def _unknown_key_message(self, exc: _UnknownHostKey) -> str:
+        config = self.config
+        return (
+            f"host key of {config.host} port {config.port} ({exc.key.get_name()} "
+            f"{exc.key.fingerprint}) is not in {config.known_hosts_file}; check the fingerprint "
+            f"with the cluster's administrators, then add a line for {exc.hostname} to that file"
+        )
+
+    def _auth_message(self, exc: paramiko.AuthenticationException) -> str:
+        config = self.config
+        return (
+            f"SSH authentication as {config.user} on {config.host} port {config.port} failed "
+            f"with key {config.key_file}: {_describe(exc)}; check ssh.user and that the key's "
+            "public half is in the user's authorized_keys on the cluster"
+        )
+
+    def _with_retry(
+        self, action: str, idempotent: bool, operation: Callable[[_Attempt], T]
+    ) -> T:
+        """Run ``operation``, and once more after a dropped connection when that is safe."""
+        attempt = _Attempt()
+        try:
+            with self._translated(action, attempt):
+                return operation(attempt)
+        except ConnectionLostError as exc:
+            if not self._may_retry(attempt, idempotent):
+                raise
+            logger.warning("connection to %s dropped while %s; reconnecting to retry once: %s",
+                           self._where, action, exc)
+        attempt = _Attempt()
+        with self._translated(action, attempt):
+            return operation(attempt)
+
+    @staticmethod
+    def _may_retry(attempt: _Attempt, idempotent: bool) -> bool:
+        """Return whether the try got a connection that then dropped, and repeating it is safe."""
+        dropped = attempt.connection is not None and not attempt.connection.is_active()
+        return dropped and (idempotent or not attempt.started)
+
+    # -- channels -------------------------------------------------------------------------
+
+    def _acquire_slot(self) -> None:
+        """Wait for a free channel slot, closing an idle SFTP session to free one."""
+        while not self._slots.acquire(timeout=_SLOT_POLL_S):
+            with self._lock:
+                idle = self._idle_sftp.pop() if self._idle_sftp else None
+            if idle is not None:
+                _close_quietly(idle)  # its slot passes to this caller
+                return
+
+    @contextlib.contextmanager
+    def _session(self, attempt: _Attempt) -> Iterator[paramiko.Channel]:
+        """Open a session channel for one command; close it and free its slot afterwards."""
+        self._acquire_slot()
+        try:
+            channel = self._open_channel(attempt, self._open_session)
+            try:
+                yield channel
+            finally:
+                channel.close()
+        finally:
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def _sftp(self, attempt: _Attempt) -> Iterator[paramiko.SFTPClient]:
+        """Lend an SFTP session, reusing an idle one on the current connection."""
+        sftp = self._take_idle_sftp(attempt)
+        if sftp is None:
+            sftp = self._open_sftp(attempt)
+        healthy = False
+        try:
+            yield sftp
+            healthy = True
+        finally:
+            self._return_sftp(sftp, healthy)
+
+    def _open_channel(
+        self, attempt: _Attempt, opener: Callable[[paramiko.Transport], T]
+    ) -> T:
+        """Open a channel with ``opener``, trying again while the server refuses it.
+
+        sshd counts an SFTP session against MaxSessions until the session's
+        child process has exited, which happens a moment after the channel is
+        closed here, so the server may refuse a channel that the slot count allows.
+        """
+        for delay_s in _CHANNEL_RETRY_DELAYS_S:
+            transport = self._connection(attempt)
+            try:
+                return opener(transport)
+            except paramiko.SSHException as exc:
+                # With several threads opening channels, paramiko may report the refusal as
+                # "Unable to open channel." instead of ChannelException.
+                if not transport.is_active():
+                    raise
+                logger.debug("%s refused a channel (%s); trying again in %.2f s",
+                             self._where, exc, delay_s)
+                time.sleep(delay_s)
+        return opener(self._connection(attempt))
+
+    def _open_session(self, transport: paramiko.Transport) -> paramiko.Channel:
+        return transport.open_session(timeout=self.config.connect_timeout_s)
+
+    def _take_idle_sftp(self, attempt: _Attempt) -> paramiko.SFTPClient | None:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if not self._idle_sftp or transport is None or not transport.is_active():
+                return None
+            attempt.connection = transport
+            return self._idle_sftp.pop()
+
+    def _open_sftp(self, attempt: _Attempt) -> paramiko.SFTPClient:
+        self._acquire_slot()
+        try:
+            return self._open_channel(attempt, _start_sftp)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _return_sftp(self, sftp: paramiko.SFTPClient, healthy: bool) -> None:
+        """Keep a session for reuse, or close it when it failed, belongs to an old
+        connection, or the idle list is full."""
+        with self._lock:
+            current = self._client.get_transport() if self._client else None
+            channel = sftp.get_channel()
+            reusable = (
+                healthy and channel is not None and not channel.closed
+                and channel.get_transport() is current and len(self._idle_sftp) < _MAX_IDLE_SFTP
+            )
+            if reusable:
+                self._idle_sftp.append(sftp)
+                return
+        _close_quietly(sftp)
+        self._slots.release()
+
+    # -- commands -------------------------------------------------------------------------
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        check: bool = True,
+        timeout_s: float | None = None,
+        stdin: bytes | None = None,
+        idempotent: bool = False,
+    ) -> CommandResult:
+        """Run a command through the remote user's login shell.
+
+        The command runs as ``$SHELL -c``, which on clusters is bash or another
+        POSIX shell. A command killed by a signal has exit code -1. On timeout
+        the channel is closed and ConnectionLostError raised, but the remote
+        process keeps running until it next writes to its closed output.
+        """
+        shell_command = self.join(command)
+        logger.debug("%s: running %s", self._where, shell_command)
+        exit_code, stdout, stderr = self._with_retry(
+            f"running {shell_command!r}", idempotent,
+            lambda attempt: self._execute(shell_command, attempt, timeout_s, stdin),
+        )
+        result = CommandResult(
+            command=shell_command,
+            exit_code=exit_code,
+            stdout=stdout.decode("utf-8", errors="replace"),
+            stderr=stderr.decode("utf-8", errors="replace"),
+        )
+        if check and exit_code != 0:
+            raise RemoteCommandError(self.host, shell_command, exit_code, result.stdout,
+                                     result.stderr)
+        return result
+
+    def _execute(
+        self, shell_command: str, attempt: _Attempt, timeout_s: float | None = None,
+        stdin: bytes | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run one command on one channel, without retrying; return exit code and output."""
+        with self._session(attempt) as channel:
+            attempt.started = True
+            channel.exec_command(shell_command)
+            output = _Output()
+            threads = _start_io_threads(channel, output, stdin)
+            if not _join_all(threads, timeout_s):
+                channel.close()
+                raise ConnectionLostError(
+                    f"command timed out after {timeout_s} s on {self.host}: {shell_command}; "
+                    "the remote process may still be running", self.host,
+                )
+            if not channel.status_event.wait(timeout_s):
+                raise ConnectionLostError(
+                    f"no exit status from {self.host} within {timeout_s} s: {shell_command}",
+                    self.host,
+                )
+            exit_code = channel.recv_exit_status()
+            if exit_code == -1 and not channel.get_transport().is_active():
+                raise ConnectionLostError(
+                    f"connection to {self._where} dropped while running {shell_command!r}",
+                    self.host,
+                )
+            return exit_code, b"".join(output.stdout), b"".join(output.stderr)
+
+    # -- small file operations ------------------------------------------------------------
+
+    def read_bytes(self, remote_path: str, max_bytes: int | None = None) -> bytes:
+        return self._with_retry(
+            f"reading {remote_path}", True,
+            lambda attempt: self._read_once(remote_path, max_bytes, attempt),
+        )
+
+    def _read_once(self, remote_path: str, max_bytes: int | None, attempt: _Attempt) -> bytes:
+        with self._sftp(attempt) as sftp, sftp.open(remote_path, "rb") as handle:
+            if max_bytes is None:
+                handle.prefetch()
+                return handle.read()
+            return handle.read(max_bytes)
+
+    def write_bytes(self, remote_path: str, data: bytes, mode: int = 0o644) -> None:
+        self._with_retry(
+            f"writing {remote_path}", True,
+            lambda attempt: self._write_once(remote_path, data, mode, attempt),
+        )
+
+    def _write_once(self, remote_path: str, data: bytes, mode: int, attempt: _Attempt) -> None:
+        directory, name = posixpath.split(remote_path)
+        temporary = posixpath.join(directory, f".{name[:200]}.{uuid.uuid4().hex[:12]}.tmp")
+        with self._sftp(attempt) as sftp:
+            try:
+                handle = sftp.open(temporary, "wb")
+            except FileNotFoundError:
+                _make_dirs(sftp, directory, 0o755)
+                handle = sftp.open(temporary, "wb")
+            try:
+                with handle:
+                    handle.set_pipelined(True)
+                    handle.write(data)
+                sftp.chmod(temporary, mode)
+                sftp.posix_rename(temporary, remote_path)
+            except BaseException:
+                _remove_quietly(sftp, temporary)
+                raise
+
+    def list_dir(self, remote_path: str) -> list[RemoteFile]:
+        return self._with_retry(
+            f"listing {remote_path}", True, lambda attempt: self._list_once(remote_path, attempt)
+        )
+
+    def _list_once(self, remote_path: str, attempt: _Attempt) -> list[RemoteFile]:
+        with self._sftp(attempt) as sftp:
+            try:
+                entries = sftp.listdir_attr(remote_path)
+            except FileNotFoundError:
+                return []
+        files = [
+            RemoteFile(entry.filename, entry.st_size or 0, float(entry.st_mtime or 0))
+            for entry in entries
+            if entry.st_mode is not None and stat.S_ISREG(entry.st_mode)
+        ]
+        return sorted(files, key=lambda item: item.name)
+
+    def exists(self, remote_path: str) -> bool:
+        return self._with_retry(
+            f"checking {remote_path}", True, lambda attempt: self._exists_once(remote_path, attempt)
+        )
+
+    def _exists_once(self, remote_path: str, attempt: _Attempt) -> bool:
+        with self._sftp(attempt) as sftp:
+            try:
+                sftp.lstat(remote_path)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def make_dirs(self, remote_path: str, mode: int = 0o755) -> None:
+        def make(attempt: _Attempt) -> None:
+            with self._sftp(attempt) as sftp:
+                _make_dirs(sftp, remote_path, mode)
+
+        self._with_retry(f"creating {remote_path}", True, make)
+
+    def remove_tree(self, remote_path: str) -> None:
+        remote_path = check_removable_path(remote_path)
+        self.run(["rm", "-rf", "--", remote_path], idempotent=True)
+
+    # -- hashing --------------------------------------------------------------------------
+
+    def _remote_sha256(self, remote_path: str, attempt: _Attempt, length: int | None = None) -> str:
+        """Return the SHA-256 of a remote file (of its first ``length`` bytes when given).
+
+        The cluster computes it with sha256sum or shasum; without either, the
+        bytes are read over SFTP and hashed here.
+        """
+        if not self._remote_hasher_missing:
+            quoted = shlex.quote(remote_path)
+            if length is None:
+                command = f"({_REMOTE_HASHER}) < {quoted}"
+            else:
+                command = f"head -c {int(length)} < {quoted} | ({_REMOTE_HASHER})"
+            exit_code, stdout, stderr = self._execute(command, attempt)
+            if exit_code == 0 and _SHA256_HEX.match(stdout.decode("ascii", "replace")):
+                return stdout[:64].decode("ascii")
+            if exit_code != 127:
+                raise RemoteCommandError(self.host, command, exit_code, "",
+                                         stderr.decode("utf-8", errors="replace"))
+            logger.warning("%s has neither sha256sum nor shasum; hashing files over SFTP",
+                           self._where)
+            self._remote_hasher_missing = True
+        return self._sftp_sha256(remote_path, attempt, length)
+
+    def _sftp_sha256(self, remote_path: str, attempt: _Attempt, length: int | None) -> str:
+        digest = hashlib.sha256()
+        with self._sftp(attempt) as sftp, sftp.open(remote_path, "rb") as handle:
+            size = handle.stat().st_size or 0
+            remaining = size if length is None else min(size, length)
+            handle.prefetch(remaining)
+            while remaining > 0 and (chunk := handle.read(min(_CHUNK_BYTES, remaining))):
+                digest.update(chunk)
+                remaining -= len(chunk)
+        return digest.hexdigest()
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def upload(
+        self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
+    ) -> TransferResult:
+        local_path = Path(local_path)
+        try:
+            size = local_path.stat().st_size
+            sha256 = file_sha256(local_path)
+        except OSError as exc:
+            raise TransferError(
+                f"reading {local_path} for upload failed: {exc.strerror or exc}", self.host
+            ) from exc
+        with self._transfer_lock(f"upload:{remote_path}"):
+            return self._with_retry(
+                f"uploading {local_path} to {remote_path}", True,
+                lambda attempt: self._upload_once(
+                    local_path, remote_path, _Source(size, sha256), progress, attempt
+                ),
+            )
+
+    def _upload_once(
+        self, local_path: Path, remote_path: str, source: _Source,
+        progress: ProgressCallback | None, attempt: _Attempt,
+    ) -> TransferResult:
+        def result(skipped: bool, moved: int) -> TransferResult:
+            return TransferResult(str(local_path), remote_path, source.size, source.sha256,
+                                  skipped, moved)
+
+        if self._remote_has(remote_path, source, attempt):
+            logger.info("%s:%s already has %s; nothing uploaded", self.host, remote_path,
+                        local_path.name)
+            return result(True, 0)
+        directory, name = posixpath.split(remote_path)
+        partial = posixpath.join(directory, source.partial_name(name))
+        offset = self._remote_resume_offset(local_path, partial, source, attempt)
+        moved = self._send(local_path, partial, offset, source.size, progress, attempt)
+        self._finish_upload(partial, remote_path, source, attempt)
+        return result(False, moved)
+
+    def _remote_has(self, remote_path: str, source: _Source, attempt: _Attempt) -> bool:
+        """Return whether the remote file exists with the source's size and SHA-256."""
+        with self._sftp(attempt) as sftp:
+            try:
+                size = sftp.stat(remote_path).st_size
+            except FileNotFoundError:
+                return False
+        return size == source.size and self._remote_sha256(remote_path, attempt) == source.sha256
+
+    def _remote_resume_offset(
+        self, local_path: Path, partial: str, source: _Source, attempt: _Attempt
+    ) -> int:
+        """Return how many bytes of a remote partial file can be kept (0 without one).
+
+        The partial directory is created here when it is missing.
+        """
+        with self._sftp(attempt) as sftp:
+            _make_dirs(sftp, posixpath.dirname(partial) or ".", 0o755)
+            try:
+                length = sftp.stat(partial).st_size or 0
+            except FileNotFoundError:
+                return 0
+        if not 0 < length <= source.size:
+            return 0
+        if self._remote_sha256(partial, attempt, length) != _prefix_sha256(local_path, length):
+            logger.warning("partial file %s:%s does not match %s; uploading from the start",
+                           self.host, partial, local_path)
+            return 0
+        logger.info("resuming upload of %s to %s:%s at byte %d of %d", local_path, self.host,
+                    partial, length, source.size)
+        return length
+
+    def _send(
+        self, local_path: Path, partial: str, offset: int, size: int,
+        progress: ProgressCallback | None, attempt: _Attempt,
+    ) -> int:
+        """Write the local file from ``offset`` to the partial file; return the bytes sent."""
+        with (
+            self._sftp(attempt) as sftp,
+            local_path.open("rb") as source,
+            sftp.open(partial, "r+b" if offset else "wb") as target,
+        ):
+            source.seek(offset)
+            target.seek(offset)
+            target.set_pipelined(True)
+            return _copy_chunks(source, target, offset, size, progress)
+
+    def _finish_upload(
+        self, partial: str, remote_path: str, source: _Source, attempt: _Attempt
+    ) -> None:
+        """Verify the partial file's SHA-256, then rename it to the destination."""
+        received = self._remote_sha256(partial, attempt)
+        with self._sftp(attempt) as sftp:
+            if received != source.sha256:
+                _remove_quietly(sftp, partial)
+                raise TransferError(
+                    f"upload to {self.host}:{remote_path} failed verification: SHA-256 is "
+                    f"{received}, expected {source.sha256}; the source may have changed "
+                    "during the upload, so retry", self.host,
+                )
+            sftp.chmod(partial, 0o644)
+            sftp.posix_rename(partial, remote_path)
+
+    # -- download -------------------------------------------------------------------------
+
+    def download(
+        self, remote_path: str, local_path: Path, *, progress: ProgressCallback | None = None
+    ) -> TransferResult:
+        """Copy a remote file here; the file must not change while it is copied."""
+        local_path = Path(local_path)
+        with self._transfer_lock(f"download:{local_path}"):
+            return self._with_retry(
+                f"downloading {remote_path} to {local_path}", True,
+                lambda attempt: self._download_once(remote_path, local_path, progress, attempt),
+            )
+
+    def _download_once(
+        self, remote_path: str, local_path: Path, progress: ProgressCallback | None,
+        attempt: _Attempt,
+    ) -> TransferResult:
+        with self._sftp(attempt) as sftp:
+            size = sftp.stat(remote_path).st_size or 0
+        source = _Source(size, self._remote_sha256(remote_path, attempt))
+
+        def result(skipped: bool, moved: int) -> TransferResult:
+            return TransferResult(remote_path, str(local_path), size, source.sha256,
+                                  skipped, moved)
+
+        if _local_has(local_path, source):
+            return result(True, 0)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = local_path.parent / source.partial_name(local_path.name)
+        digest = self._local_resume_digest(remote_path, partial, source, attempt)
+        offset = partial.stat().st_size if partial.exists() else 0
+        moved = self._receive(remote_path, partial, offset, size, digest, progress, attempt)
+        if digest.hexdigest() != source.sha256:
+            partial.unlink(missing_ok=True)
+            raise TransferError(
+                f"download of {self.host}:{remote_path} failed verification: SHA-256 is "
+                f"{digest.hexdigest()}, expected {source.sha256}; the remote file may have "
+                "changed during the download, so retry", self.host,
+            )
+        partial.chmod(0o644)
+        os.replace(partial, local_path)
+        return result(False, moved)
+
+    def _local_resume_digest(
+        self, remote_path: str, partial: Path, source: _Source, attempt: _Attempt
+    ) -> hashlib._Hash:
+        """Return the SHA-256 state of a local partial file worth keeping.
+
+        A partial file that is longer than the source or differs from the
+        remote file's start is emptied, and the state of no bytes returned.
+        """
+        length = partial.stat().st_size if partial.exists() else 0
+        digest = hashlib.sha256()
+        if 0 < length <= source.size:
+            with partial.open("rb") as handle:
+                while chunk := handle.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+            if digest.hexdigest() == self._remote_sha256(remote_path, attempt, length):
+                logger.info("resuming download of %s:%s at byte %d of %d", self.host,
+                            remote_path, length, source.size)
+                return digest
+            digest = hashlib.sha256()
+        if length:
+            partial.write_bytes(b"")
+        return digest
+
+    def _receive(
+        self, remote_path: str, partial: Path, offset: int, size: int,
+        digest: hashlib._Hash, progress: ProgressCallback | None, attempt: _Attempt,
+    ) -> int:
+        """Append the remote file from ``offset`` to the partial file; return the bytes read."""
+        with (
+            self._sftp(attempt) as sftp,
+            sftp.open(remote_path, "rb") as source,
+            partial.open("ab") as target,
+        ):
+            source.seek(offset)
+            # NOTE: paramiko sends every read request at once and buffers the replies
+            # until they are read. Its max_concurrent_requests limit bounds requests in
+            # flight, not that buffer, and a limit of 64 made a 50 MiB download 7 times
+            # slower on loopback, so none is set.
+            source.prefetch(size)
+            return _copy_chunks(source, target, offset, size, progress, digest)
+
+    def _transfer_lock(self, key: str) -> threading.Lock:
+        """Return the lock that serialises transfers to one destination.
+
+        Such transfers would share one partial file. Destinations share a fixed
+        set of locks, so two unrelated transfers wait for each other at times.
+        """
+        return self._transfer_locks[hash(key) % len(self._transfer_locks)]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Size and SHA-256 of the file being transferred."""
+
+    size: int
+    sha256: str
+
+    def partial_name(self, name: str) -> str:
+        """Return the partial file's name: the same for every try with the same content."""
+        return f".{name[:180]}.{self.size}-{self.sha256[:16]}.part"
+
+
+def _load_key(path: Path) -> paramiko.PKey:
+    """Read the private key file; raise _KeyFileError (never with key content) on failure."""
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException as exc:
+        raise _KeyFileError(
+            f"SSH key {path} is encrypted with a passphrase; configure a key without one "
+            "for the service, readable only by its user"
+        ) from exc
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise _KeyFileError(
+            f"SSH key {path} cannot be loaded: {_describe(exc)}; set ssh.key_file to a readable "
+            "OpenSSH private key"
+        ) from exc
+
+
+def _start_sftp(transport: paramiko.Transport) -> paramiko.SFTPClient:
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    if sftp is None:
+        raise paramiko.SSHException("the server did not start its SFTP subsystem")
+    return sftp
+
+
+def _describe(exc: BaseException) -> str:
+    """Return an exception's text, or its class name when it has none."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text or type(exc).__name__
+
+
+def _start_io_threads(
+    channel: paramiko.Channel, output: _Output, stdin: bytes | None
+) -> list[threading.Thread]:
+    """Start threads that read stdout and stderr and write stdin, so that none of them
+    can block another when a buffer or the channel window is full."""
+    threads = [
+        threading.Thread(target=_drain, args=(channel.recv, output.stdout), daemon=True),
+        threading.Thread(target=_drain, args=(channel.recv_stderr, output.stderr), daemon=True),
+    ]
+    if stdin is None:
+        channel.shutdown_write()
+    else:
+        threads.append(threading.Thread(target=_feed, args=(channel, stdin), daemon=True))
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _drain(receive: Callable[[int], bytes], chunks: list[bytes]) -> None:
+    while chunk := receive(_CHUNK_BYTES):
+        chunks.append(chunk)
+
+
+def _feed(channel: paramiko.Channel, data: bytes) -> None:
+    """Send stdin and then end of file; a command may exit before reading all of it."""
+    try:
+        channel.sendall(data)
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        logger.debug("stdin not fully sent: %s", exc)
+
+
+def _join_all(threads: list[threading.Thread], timeout_s: float | None) -> bool:
+    """Wait for the threads to finish; return False when ``timeout_s`` passes first."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            return False
+    return True
+
+
+def _copy_chunks(
+    source: BinaryIO | paramiko.SFTPFile, target: BinaryIO | paramiko.SFTPFile,
+    offset: int, size: int, progress: ProgressCallback | None,
+    digest: hashlib._Hash | None = None,
+) -> int:
+    """Copy from ``source`` to ``target`` until ``size``; return the bytes copied."""
+    done = offset
+    while done < size and (chunk := source.read(min(_CHUNK_BYTES, size - done))):
+        target.write(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        done += len(chunk)
+        if progress is not None:
+            progress(done, size)
+    return done - offset
+
+
+def _prefix_sha256(path: Path, length: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        remaining = length
+        while remaining > 0 and (chunk := handle.read(min(_CHUNK_BYTES, remaining))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _local_has(path: Path, source: _Source) -> bool:
+    return path.is_file() and path.stat().st_size == source.size and (
+        file_sha256(path) == source.sha256
+    )
+
+
+def _make_dirs(sftp: paramiko.SFTPClient, path: str, mode: int) -> None:
+    """Create a remote directory and its missing parents, tolerating ones that exist."""
+    try:
+        if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+            return
+    except FileNotFoundError:
+        pass
+    parent = posixpath.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        _make_dirs(sftp, parent, mode)
+    try:
+        sftp.mkdir(path, mode)
+    except OSError:
+        # Another process may have created it meanwhile; anything else fails the stat below.
+        if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+            raise
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        sftp.remove(path)
+
+
+def _close_quietly(sftp: paramiko.SFTPClient) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        sftp.close()
