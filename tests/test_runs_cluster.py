@@ -10,6 +10,7 @@ import time
 import pytest
 
 from lifecycle import FINAL, upload_inputs, wait_for
+from ssh_support import cut_connections, own_local_ports
 from wrfbatch.config import Settings
 from wrfbatch.errors import SubmitError
 from wrfbatch.runs import RunManager
@@ -82,8 +83,12 @@ def test_stop_active_cancels_jobs(manager, testbed, small_namelist, tmp_path):
 
 
 def test_delete_pending_run(manager, testbed, small_namelist, tmp_path):
-    run_id = ready_run(manager, small_namelist, tmp_path, standin={"slow_start_s": 30})
-    manager.start(run_id, 2)
+    run_id = ready_run(manager, small_namelist, tmp_path)
+    started = manager.start(run_id, 2)
+    # Holding the jobs (as root) keeps them pending for as long as the test needs.
+    subprocess.run(["scontrol", "hold", ",".join(j.job_id for j in started.jobs)], check=True)
+    manager.refresh()
+    assert {job.state for job in manager.get(run_id).jobs} == {"PENDING"}
     run_dir = manager.clusters.get().run_dir(run_id)
     deleted = manager.delete(run_id)
     assert deleted.deleted
@@ -130,14 +135,14 @@ def test_time_limit_reported(testbed_settings, small_namelist, tmp_path):
         manager.close()
 
 
-def test_refresh_after_connection_cut(manager, small_namelist, tmp_path):
+def test_refresh_after_connection_cut(manager, testbed, small_namelist, tmp_path):
     run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 2})
     manager.start(run_id, 2)
-    transport = manager.clusters.get().transport
-    transport._drop_connection_for_tests() if hasattr(transport, "_drop_connection_for_tests") \
-        else transport.close()
+    wait_for(manager, run_id, {"active"}, timeout_s=120)
+    cut_connections(testbed.ssh_port)
     run = wait_for(manager, run_id, FINAL, timeout_s=180)
     assert run.status == "done", run.error
+    assert len(own_local_ports(testbed.ssh_port)) == 1
 
 
 def test_upload_while_active_conflicts(manager, small_namelist, tmp_path):
@@ -146,3 +151,23 @@ def test_upload_while_active_conflicts(manager, small_namelist, tmp_path):
     with pytest.raises(Exception, match="stop the run first"):
         manager.upload(run_id, "late.txt", io.BytesIO(b"x"))
     manager.stop(run_id)
+
+
+def test_reconcile_finds_jobs_by_name(manager, testbed, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path, standin={"pace_s_per_model_hour": 1})
+    started = manager.start(run_id, 1)
+    submitted = sorted(job.job_id for job in started.jobs)
+    # As if the service died after sbatch but before saving the ids.
+    for job in manager.store.jobs_for_run(run_id):
+        manager.store.update_job(job.id, {"job_id": None})
+    manager.store.update_run(run_id, {"status": "starting"})
+    restarted = make_manager(manager.settings)
+    try:
+        restarted.reconcile()
+        assert sorted(job.job_id for job in restarted.get(run_id).jobs) == submitted
+        names = remote(testbed, "squeue -h -t all -o %j").split()
+        assert len([name for name in names if run_id in name]) == 2
+        run = wait_for(restarted, run_id, FINAL, timeout_s=180)
+        assert run.status == "done", run.error
+    finally:
+        restarted.close()

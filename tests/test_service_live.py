@@ -71,7 +71,8 @@ def test_curl_examples_lifecycle(server: LiveServer, token: str, tmp_path: Path)
     assert setup["run"]["status"] == "ready"
     cores = str(setup["compute_options"][0]["cores"])
     started = curl("-X", "POST", f"{url}/v1/wrf/{run_id}/start", *auth, "-F", f"cores={cores}")
-    assert started["status"] in ("starting", "active")
+    # The service's poller may see the short stand-in run end before start returns.
+    assert started["status"] in ("starting", "active", "done")
     stopped = curl("-X", "POST", f"{url}/v1/wrf/{run_id}/stop", *auth)
     assert stopped["status"] in ("stopped", "done")
     deleted = curl("-X", "DELETE", f"{url}/v1/wrf/{run_id}", *auth)
