@@ -102,7 +102,7 @@ class ComputeOption(_Model):
 
 
 class SetupResult(_Model):
-    """What setup found: the inputs the namelist needs and the valid core counts."""
+    """Result of setup: the inputs the namelist needs, which are missing, and valid core counts."""
 
     run: Run
     required_input_files: list[str]

@@ -45,7 +45,7 @@ def parse_progress(
     """Return progress from the last domain-1 ``Timing for main`` line, or None before the first.
 
     The remaining time is the wall time per model second so far, applied to
-    the model seconds still to go; it needs the stage's wall-clock start.
+    the model seconds still to go, so it needs the stage's wall-clock start.
     """
     matches = PROGRESS_LINE.findall(log_text)
     if not matches:

@@ -50,7 +50,7 @@ def running_runs(store: Store, cluster: str) -> list[RunRecord]:
 
 @dataclass
 class RunSnapshot:
-    """What one remote command read from a run directory."""
+    """State files and rank-0 log tail read from one run directory by the snapshot command."""
 
     states: dict[str, StageStateFile] = field(default_factory=dict)
     rsl_tail: str = ""
@@ -96,7 +96,7 @@ def parse_snapshots(output: str) -> tuple[float | None, dict[str, RunSnapshot]]:
 
 @dataclass
 class Decision:
-    """What a refresh concluded for one run."""
+    """Outcome of a refresh for one run: its new state, error and changes to store."""
 
     status: RunState
     error: RunError | None = None

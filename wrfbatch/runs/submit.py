@@ -1,9 +1,9 @@
 """Rendering, uploading and submitting the batch scripts of one attempt of a run.
 
-Submission is idempotent: each job's name carries the run id, the attempt
+Submission is idempotent. Each job's name carries the run id, the attempt
 and the stage, and the scheduler is searched for those names before
-anything is submitted, so a start that crashed or timed out after sbatch
-never produces a second job.
+anything is submitted. A start that crashed or timed out after sbatch
+therefore never produces a second job.
 """
 
 from __future__ import annotations

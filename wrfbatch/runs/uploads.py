@@ -26,7 +26,7 @@ class StoredUpload:
 
 
 class UploadArea:
-    """The directory ``<data_dir>/uploads/<run_id>/`` that holds a run's uploaded files."""
+    """The directory ``<data_dir>/uploads/<run_id>/`` that contains a run's uploaded files."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "uploads"
