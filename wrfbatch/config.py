@@ -1,7 +1,7 @@
 """Configuration: clusters, WRF installs and service settings.
 
 Settings are read from a TOML file and then from environment variables that
-start with ``WRFBATCH_``; nested keys are joined with ``__``, so
+start with ``WRFBATCH_``. Nested keys are joined with ``__``, so
 ``WRFBATCH_SERVICE__PORT=9000`` overrides ``[service] port`` and
 ``WRFBATCH_CLUSTERS__HPC__PARTITION=debug`` overrides ``[clusters.hpc] partition``.
 Without a file, the embedded default applies: one cluster named ``local`` that
@@ -94,7 +94,7 @@ class LauncherConfig(_Model):
 
 
 class WrfInstallConfig(_Model):
-    """One WRF build on the cluster: the directory that holds ``main/`` and ``run/``."""
+    """One WRF build on the cluster: the directory that contains ``main/`` and ``run/``."""
 
     path: str
     flavour: Literal["plain", "chem"] = "plain"

@@ -97,7 +97,7 @@ class NotFoundError(WrfbatchError):
 
 
 class ConflictError(WrfbatchError):
-    """The run's current state does not allow the request; the message says what to do."""
+    """The run's current state does not allow the request; the message tells what to do."""
 
     code = "conflict"
     http_status = 409
@@ -111,7 +111,7 @@ class PayloadTooLargeError(WrfbatchError):
 
 
 class RateLimitError(WrfbatchError):
-    """The token has used its request allowance; ``retry_after_s`` says when to retry."""
+    """The token has used its request allowance; ``retry_after_s`` gives the seconds to wait."""
 
     code = "rate_limited"
     http_status = 429

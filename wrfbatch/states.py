@@ -149,7 +149,7 @@ class StageStateFile:
 def parse_state_file(text: str) -> StageStateFile | None:
     """Parse a state file of ``key=value`` lines; later lines override earlier ones.
 
-    Returns None when the text holds no ``stage`` and ``job_id``, for example a
+    Returns None when the text has no ``stage`` and ``job_id``, for example a
     file that is being written. Unknown keys are ignored so that a newer batch
     template can add fields.
     """
