@@ -110,3 +110,10 @@ def test_missing_file_named(tmp_path):
 def test_invalid_toml_named(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[clusters\n"), env={})
+
+
+def test_misspelt_key_suggests_nearest(tmp_path):
+    text = CLUSTER.replace('user = "wrfsvc"', 'user = "wrfsvc"\nportt = 22')
+    with pytest.raises(ConfigError, match="clusters.hpc.ssh.portt = 22: unknown key; did you "
+                                          "mean 'port'"):
+        load_settings(write(tmp_path, text), env={})

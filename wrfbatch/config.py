@@ -13,9 +13,11 @@ naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -225,7 +227,7 @@ class Settings(_Model):
         name = name or self.service.default_cluster or next(iter(self.clusters), None)
         if name is None or name not in self.clusters:
             raise ConfigError(f"cluster {name!r} is not configured; configured clusters: "
-                              f"{sorted(self.clusters) or 'none'}")
+                              f"{', '.join(sorted(self.clusters)) or 'none'}")
         return name, self.clusters[name]
 
 
@@ -275,8 +277,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file {path} not found; create it or unset "
-                          f"{CONFIG_ENV}") from exc
+        raise ConfigError(f"configuration file {path} not found; create it, or name another "
+                          f"file with --config or {CONFIG_ENV}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
 
@@ -319,13 +321,42 @@ def _where(path: object) -> str:
     return f" in {path}" if path else ""
 
 
+def _unknown_key_message(location: tuple[Any, ...]) -> str:
+    """Suggest the nearest valid key for a misspelt one."""
+    annotation: Any = Settings
+    for part in location[:-1]:
+        annotation = _child_annotation(annotation, str(part))
+    model = _model_in(annotation)
+    valid = sorted(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(location[-1]), valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}the settings are listed in docs/configuration.md"
+
+
+def _child_annotation(annotation: Any, part: str) -> Any:
+    """Return the annotation one level down: a dict's value type, or a model field's type."""
+    if typing.get_origin(annotation) is dict:
+        return typing.get_args(annotation)[1]
+    model = _model_in(annotation)
+    field = model.model_fields.get(part) if model else None
+    return field.annotation if field else None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """Return the settings model inside an annotation such as ``SSHConfig | None``."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _describe_validation_error(exc: ValidationError, path: object) -> str:
     lines = [f"invalid configuration{_where(path)}:"]
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the documented settings"
+            message = _unknown_key_message(error["loc"])
         value = error.get("input")
         shown = "" if isinstance(value, dict) else f" = {value!r}"
         lines.append(f"  {key}{shown}: {message}")
