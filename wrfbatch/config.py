@@ -242,7 +242,9 @@ def embedded_cluster(data_dir: Path) -> ClusterConfig:
         transport="local",
         scheduler="local",
         work_root=str(data_dir / "cluster" / "runs"),
-        max_cores=int(os.environ.get("WRFBATCH_LOCAL_CORES", str(os.cpu_count() or 1))),
+        # Without an MPI launcher every program runs as one process, so one core is all
+        # that the embedded default can honestly offer.
+        max_cores=1,
         max_walltime_min=24 * 60,
         launcher=LauncherConfig(kind="none", mpi_plugin=None),
         wrf={v: WrfInstallConfig(path=str(wrf_root / v)) for v in ("3.8.1", "3.9")},

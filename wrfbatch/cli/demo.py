@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import sys
 import threading
@@ -24,6 +25,7 @@ from ..config import Settings, embedded_cluster, load_settings
 from ..errors import ConflictError, WrfbatchError
 from ..models import Run
 
+DEMO_TOKEN_LABEL = "wrfbatch demo"
 DEMO_USER = "demo"
 DEMO_VERSION = "3.9"
 # The demo's service refreshes run states at least this often, so that progress shows.
@@ -58,9 +60,12 @@ def demo_command(args: argparse.Namespace) -> int:
     token = demo_token(settings)
     from ..service import create_app
 
-    with background_server(create_app(settings)) as base_url:
-        print(f"service listening on {base_url}")
-        run = run_main_job(base_url, token, data_dir, args.timeout)
+    try:
+        with background_server(create_app(settings)) as base_url:
+            print(f"service listening on {base_url}")
+            run = run_main_job(base_url, token, data_dir, args.timeout)
+    finally:
+        revoke_demo_tokens(settings)
     return 0 if run.status == "done" else 1
 
 
@@ -83,7 +88,17 @@ def demo_token(settings: Settings) -> str:
     with Store(settings.service.resolved_database_url) as store:
         with contextlib.suppress(ConflictError):
             store.create_user(DEMO_USER, is_admin=True)
-        return store.create_token(DEMO_USER, label="wrfbatch demo")
+        return store.create_token(DEMO_USER, label=DEMO_TOKEN_LABEL)
+
+
+def revoke_demo_tokens(settings: Settings) -> None:
+    """Revoke the tokens the demo created, so none stays usable after it ends."""
+    from ..store import Store
+
+    with Store(settings.service.resolved_database_url) as store:
+        for token in store.list_tokens(DEMO_USER):
+            if token.label == DEMO_TOKEN_LABEL and not token.revoked:
+                store.revoke_token(token.id)
 
 
 @contextlib.contextmanager
@@ -126,19 +141,24 @@ def run_main_job(base_url: str, token: str, data_dir: Path, timeout_s: float) ->
     with Cloudrun(token, base_url=base_url) as api:
         run = api.create_run(model="wrf", version=DEMO_VERSION, run_name="demo")
         print(f"created run {run.id} (WRF {run.model.version})")
-        inputs = write_inputs(data_dir / "demo-inputs" / run.id, run.model.version)
+        input_dir = data_dir / "demo-inputs" / run.id
+        inputs = write_inputs(input_dir, run.model.version)
         total = sum(path.stat().st_size for path in inputs)
-        print(f"uploading {len(inputs)} files ({format_size(total)})")
+        print(f"uploading {len(inputs)} files ({format_size(total)}) from {input_dir}")
         api.upload(run.id, inputs, progress=_upload_progress, setup=False)
         print()
         setup = api.setup(run.id)
         if setup.missing_input_files:
             print(f"setup: missing input files {setup.missing_input_files}", file=sys.stderr)
             return setup.run
-        print(format_table(("CORES", "ESTIMATED TIME S"),
+        print(f"setup: {len(setup.required_input_files)} input files required, none missing; "
+              "valid core counts:")
+        print(format_table(("CORES", "ESTIMATED TIME (s)"),
                            [(o.cores, o.time) for o in setup.compute_options]))
-        cores = setup.compute_options[0].cores
-        print(f"starting on {cores} cores")
+        # The largest count that this machine has CPUs for, as a user would choose.
+        usable = [o.cores for o in setup.compute_options if o.cores <= (os.cpu_count() or 1)]
+        cores = max(usable or [setup.compute_options[0].cores])
+        print(f"starting with {cores} core{'s' if cores > 1 else ''}")
         api.start(run.id, cores)
         printer = ProgressPrinter(sys.stdout)
         run = api.wait(run.id, timeout_s=timeout_s, poll_interval_s=DEMO_POLL_INTERVAL_S,
