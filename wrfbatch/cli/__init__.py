@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format=LOG_FORMAT, stream=sys.stderr)
+    # Alembic reports every migration step at INFO, which hides the service's own start lines.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

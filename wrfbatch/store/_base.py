@@ -62,7 +62,7 @@ def make_engine(url: str | URL, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) 
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed, busy_timeout_s)
         return create_engine(parsed, pool_pre_ping=True)
-    except NoSuchModuleError as exc:
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise ConfigError(
             f"no SQLAlchemy driver for {parsed.drivername!r}: install it, for example "
             "pip install 'wrfbatch[postgres]' for postgresql+psycopg2"
