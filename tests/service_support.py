@@ -102,8 +102,9 @@ def settings_toml(settings: Settings) -> str:
 class LiveServer:
     """``wrfbatch serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, settings: Settings, config_path: Path) -> None:
+    def __init__(self, settings: Settings, config_path: Path, log_level: str = "INFO") -> None:
         self.port = free_port()
+        self.log_level = log_level
         settings = settings.model_copy(update={
             "service": settings.service.model_copy(update={"port": self.port})})
         config_path.write_text(settings_toml(settings))
@@ -117,7 +118,7 @@ class LiveServer:
         env = {**os.environ, "WRFBATCH_CONFIG": str(self.config_path)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "wrfbatch.cli", "--log-level", "INFO", "serve"],
+                [sys.executable, "-m", "wrfbatch.cli", "--log-level", self.log_level, "serve"],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         deadline = time.monotonic() + timeout_s

@@ -60,7 +60,9 @@ def make_job(stage: Stage, job_id: str, state: JobState = JobState.PENDING,
                   time_ended=None)
 
 
-JOBS = [make_job(Stage.REAL, "10"), make_job(Stage.WRF, "11")]
+def fresh_jobs() -> list[RunJob]:
+    """Return a real and a wrf job submitted just now (the vanish grace counts from then)."""
+    return [make_job(Stage.REAL, "10"), make_job(Stage.WRF, "11")]
 
 
 def record(job_id: str, state: JobState, reason: str | None = None) -> JobRecord:
@@ -75,19 +77,19 @@ def ended(stage: str, job_id: str, exit_code: int, success: bool) -> StageStateF
 def test_pending_stays_starting():
     query = QueryResult(jobs={"10": record("10", JobState.PENDING),
                               "11": record("11", JobState.PENDING, "Dependency")})
-    assert decide(make_run(), JOBS, query, {}, RunSnapshot(), None).status == RunState.STARTING
+    assert decide(make_run(), fresh_jobs(), query, {}, RunSnapshot(), None).status == RunState.STARTING
 
 
 def test_running_real_is_active():
     query = QueryResult(jobs={"10": record("10", JobState.RUNNING),
                               "11": record("11", JobState.PENDING, "Dependency")})
-    assert decide(make_run(), JOBS, query, {}, RunSnapshot(), None).status == RunState.ACTIVE
+    assert decide(make_run(), fresh_jobs(), query, {}, RunSnapshot(), None).status == RunState.ACTIVE
 
 
 def test_wrf_success_is_done():
     snapshot = RunSnapshot(states={"real": ended("real", "10", 0, True),
                                    "wrf": ended("wrf", "11", 0, True)})
-    decision = decide(make_run(RunState.ACTIVE), JOBS, QueryResult(missing={"10", "11"}), {},
+    decision = decide(make_run(RunState.ACTIVE), fresh_jobs(), QueryResult(missing={"10", "11"}), {},
                       snapshot, None)
     assert decision.status == RunState.DONE
 
@@ -95,7 +97,7 @@ def test_wrf_success_is_done():
 def test_exit_zero_without_success_line_is_error():
     snapshot = RunSnapshot(states={"real": ended("real", "10", 0, True),
                                    "wrf": ended("wrf", "11", 0, False)})
-    decision = decide(make_run(RunState.ACTIVE), JOBS, QueryResult(), {}, snapshot, None)
+    decision = decide(make_run(RunState.ACTIVE), fresh_jobs(), QueryResult(), {}, snapshot, None)
     assert decision.status == RunState.ERROR
     assert decision.failed_stage == Stage.WRF
 
@@ -103,7 +105,7 @@ def test_exit_zero_without_success_line_is_error():
 def test_failed_real_stops_before_wrf():
     snapshot = RunSnapshot(states={"real": ended("real", "10", 1, False)})
     query = QueryResult(jobs={"11": record("11", JobState.PENDING, "DependencyNeverSatisfied")})
-    decision = decide(make_run(RunState.ACTIVE), JOBS, query, {}, snapshot, None)
+    decision = decide(make_run(RunState.ACTIVE), fresh_jobs(), query, {}, snapshot, None)
     assert decision.status == RunState.ERROR
     assert decision.failed_stage == Stage.REAL
 
@@ -111,13 +113,13 @@ def test_failed_real_stops_before_wrf():
 def test_state_file_of_older_attempt_ignored():
     snapshot = RunSnapshot(states={"real": ended("real", "3", 1, False)})
     query = QueryResult(jobs={"10": record("10", JobState.RUNNING)})
-    assert decide(make_run(), JOBS, query, {}, snapshot, None).status == RunState.ACTIVE
+    assert decide(make_run(), fresh_jobs(), query, {}, snapshot, None).status == RunState.ACTIVE
 
 
 def test_never_satisfied_dependency_is_error():
     snapshot = RunSnapshot(states={"real": ended("real", "10", 0, True)})
     query = QueryResult(jobs={"11": record("11", JobState.PENDING, "DependencyNeverSatisfied")})
-    decision = decide(make_run(RunState.ACTIVE), JOBS, query, {}, snapshot, None)
+    decision = decide(make_run(RunState.ACTIVE), fresh_jobs(), query, {}, snapshot, None)
     assert decision.status == RunState.ERROR
     assert decision.error is not None
     assert "DependencyNeverSatisfied" in decision.error.message
@@ -125,7 +127,7 @@ def test_never_satisfied_dependency_is_error():
 
 def test_vanished_job_is_error_after_grace():
     old = datetime.now(UTC) - timedelta(minutes=10)
-    jobs = [replace(JOBS[0], time_submitted=old), JOBS[1]]
+    jobs = [replace(fresh_jobs()[0], time_submitted=old), fresh_jobs()[1]]
     decision = decide(make_run(), jobs, QueryResult(missing={"10"}), {}, RunSnapshot(), None)
     assert decision.status == RunState.ERROR
     assert decision.error is not None
@@ -133,13 +135,13 @@ def test_vanished_job_is_error_after_grace():
 
 
 def test_vanished_job_waits_during_grace():
-    decision = decide(make_run(), JOBS, QueryResult(missing={"10"}), {}, RunSnapshot(), None)
+    decision = decide(make_run(), fresh_jobs(), QueryResult(missing={"10"}), {}, RunSnapshot(), None)
     assert decision.status == RunState.STARTING
 
 
 def test_accounting_fills_purged_job():
     old = datetime.now(UTC) - timedelta(minutes=10)
-    jobs = [replace(JOBS[0], time_submitted=old), JOBS[1]]
+    jobs = [replace(fresh_jobs()[0], time_submitted=old), fresh_jobs()[1]]
     accounted = {"10": record("10", JobState.TIMEOUT)}
     decision = decide(make_run(RunState.ACTIVE), jobs, QueryResult(missing={"10"}), accounted,
                       RunSnapshot(), None)
@@ -154,6 +156,6 @@ def test_progress_while_wrf_runs():
         rsl_tail="Timing for main: time 2019-09-04_15:00:00 on domain   1:    0.1 elapsed seconds\n",
     )
     query = QueryResult(jobs={"11": record("11", JobState.RUNNING)})
-    decision = decide(make_run(RunState.ACTIVE), JOBS, query, {}, snapshot, None)
+    decision = decide(make_run(RunState.ACTIVE), fresh_jobs(), query, {}, snapshot, None)
     assert decision.status == RunState.ACTIVE
     assert decision.changes["percent_complete"] == 50.0

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NamelistError, RateLimitError, WrfbatchError
@@ -37,6 +38,41 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+}
+
+
+class ErrorDetail(BaseModel):
+    """The ``error`` member of every error response."""
+
+    code: str = Field(description="machine-readable error code, for example not_found")
+    message: str = Field(description="what failed and what to do next")
+    problems: list[str] | None = Field(None, description="namelist problems, one a line")
+    fields: list[str] | None = Field(None, description="invalid request fields, one a line")
+
+
+class ErrorBody(BaseModel):
+    """The JSON body of every error response."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+#: Error statuses that every endpoint may return, for the OpenAPI document.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("Invalid input"),
+    401: _documented("Missing, invalid or revoked API token"),
+    403: _documented("The caller may read the run but not change it"),
+    404: _documented("No such run, or the caller may not see it"),
+    405: _documented("Method not allowed on this path"),
+    409: _documented("The run is in a state that does not allow the action"),
+    413: _documented("Upload over the size limit"),
+    422: _documented("Invalid request field or namelist"),
+    429: _documented("Rate limit exceeded; see Retry-After"),
+    502: _documented("The cluster rejected the request (SSH, host key or scheduler)"),
+    503: _documented("The cluster or its scheduler is unreachable; see Retry-After"),
 }
 
 

@@ -19,6 +19,7 @@ from ..errors import InvalidInputError
 from ..models import Run, SetupResult
 from ..store import UserRecord
 from .context import ServiceContext
+from .errors import ERROR_RESPONSES
 from .params import (
     CreateRunParams,
     ShareParams,
@@ -32,7 +33,7 @@ from .uploads import receive_files
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/wrf", tags=["wrf"])
+router = APIRouter(prefix="/v1/wrf", tags=["wrf"], responses=ERROR_RESPONSES)
 
 
 def get_context(request: Request) -> ServiceContext:
