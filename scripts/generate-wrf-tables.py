@@ -7,6 +7,12 @@ the namelist variables an ARW build accepts, and ``<shared>/wrf/rundir/<tag>.run
 in full, every later version as a difference against the one before it, and each run/
 file listing once.
 
+A chem build (WRF-Chem) reads one more group, ``&chem``, which is not in the ARW
+registry tables. Its variables are collected from the ``&chem`` groups of WRF's own
+chem test namelists (``<shared>/wrf/namelists/*/namelist.input.{chem,volc}``): a variable
+given more than one value there is per domain, and its type is that of its values. Those
+namelists do not give registry defaults, so the chem entries have none.
+
 Usage: scripts/generate-wrf-tables.py [--shared DIR] [--output FILE]
 """
 
@@ -19,6 +25,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import f90nml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = PROJECT_ROOT / "wrfbatch" / "data" / "wrf_tables.json"
@@ -110,6 +118,41 @@ def read_run_files(path: Path) -> list[list[str]]:
     return rows
 
 
+CHEM_NAMELISTS = ("namelist.input.chem", "namelist.input.volc")
+# NOTE: time steps in minutes that WRF-Chem declares real; the test namelists write whole
+# numbers for them, which would otherwise make them look like integers.
+CHEM_REALS = {"bioemdt", "photdt", "chemdt"}
+
+
+def _type_code(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "l"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "i"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "r"
+    return "c"
+
+
+def read_chem_group(namelists_dir: Path) -> dict[str, list[Any]]:
+    """Collect the &chem variables of WRF's chem test namelists: name -> [type, entries, None]."""
+    seen: dict[str, list[Any]] = {}
+    per_domain: set[str] = set()
+    for path in sorted(namelists_dir.glob("*/namelist.input.*")):
+        if path.name not in CHEM_NAMELISTS:
+            continue
+        for name, value in f90nml.read(str(path)).get("chem", {}).items():
+            values = value if isinstance(value, list) else [value]
+            seen.setdefault(name, []).extend(v for v in values if v is not None)
+            if len(values) > 1:
+                per_domain.add(name)
+    return {
+        name: ["r" if name in CHEM_REALS else _type_code(values),
+               "max_domains" if name in per_domain else "1", None]
+        for name, values in sorted(seen.items())
+    }
+
+
 def diff_schema(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Return the changes from ``old`` to ``new``: set (added or changed) and removed."""
     changes: dict[str, Any] = {"set": {}, "removed": {}}
@@ -142,6 +185,7 @@ def build_tables(shared: Path) -> dict[str, Any]:
         "types": {code: name for name, code in TYPE_CODES.items()},
         "namelist": namelist,
         "run_files": {v: run_lists[v] for v in sorted(run_lists, key=version_key)},
+        "chem_group": read_chem_group(shared / "wrf" / "namelists"),
     }
 
 

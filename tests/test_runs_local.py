@@ -127,13 +127,17 @@ def test_delete_removes_files_keeps_metadata(manager, small_namelist, tmp_path):
 
 
 def test_failing_real_stage_names_cause(manager, small_namelist, tmp_path):
-    run_id = ready_run(manager, small_namelist, tmp_path, num_metgrid_levels=34)
+    run_id = ready_run(manager, small_namelist, tmp_path)
+    # Setup checked the inputs, so break the staged copy behind its back.
+    run_dir = Path(manager.clusters.get("local").run_dir(run_id))
+    (run_dir / "met_em.d01.2019-09-04_15:00:00.nc").unlink()
     manager.start(run_id, 1)
     run = wait_for(manager, run_id, FINAL)
     assert run.status == "error"
     assert run.error is not None
-    assert run.error.code == "input_mismatch"
+    assert run.error.code == "missing_input"
     assert run.error.message.startswith("real stage failed")
+    assert "met_em.d01.2019-09-04_15:00:00.nc" in run.error.message
 
 
 def test_crash_classified_cfl(manager, small_namelist, tmp_path):

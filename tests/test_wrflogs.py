@@ -125,3 +125,11 @@ def test_unknown_failure_shows_stderr_tail():
     assert cause.code == "unknown"
     assert "boom happened" in cause.message
     assert "exit code 7" in cause.message
+
+
+def test_batch_script_error_named():
+    err = "wrfbatch: error: /opt/wrf/main/real.exe is missing or not executable: check the WRF install\n"
+    cause = classify_failure("real", JobState.FAILED, 1, "", err, rsl_files_found=False,
+                             launcher_command="none")
+    assert cause.code == "batch_script"
+    assert "real.exe is missing" in cause.message

@@ -120,6 +120,16 @@ _LOG_CAUSES: tuple[_Cause, ...] = (
            "dx and dy in the namelist differ from the met_em files' DX and DY."),
     _cause("input_mismatch", r"Land Use Dataset '(\S+)' not found in VEGPARM\.TBL",
            "the land-use data set {0} of the input files is not in VEGPARM.TBL."),
+    _cause("input_mismatch",
+           r"The input file appears to be from a pre-v4 version of WRF initialization routines",
+           "wrf.exe read an input file made by real.exe of WRF 3.x, or an auxiliary input file "
+           "(wrflowinp_d01 with sst_update = 1, wrffdda) is missing: WRF before 4.1.1 prints "
+           "this message for both. Run the real stage of this version again and check that the "
+           "auxiliary files exist."),
+    _cause("input_mismatch", r"NOTE:\s+(\d+) namelist vs input data inconsistencies found",
+           "real.exe found {0} disagreement(s) between the namelist and the met_em files (see "
+           "the '---- ERROR' lines before it); set e_we, e_sn, num_metgrid_levels, "
+           "num_metgrid_soil_levels, dx and num_land_cat to the files' values."),
     _cause("namelist", r"Ending date in namelist (\S+) prior to beginning date",
            "the end date {0} is before the start date; fix &time_control."),
     _cause("namelist", r"Make the end time at least one 'interval_seconds' beyond the start time",
@@ -141,6 +151,9 @@ _LOG_CAUSES: tuple[_Cause, ...] = (
            r"in file (\S+)",
            "the forecast runs past the boundary conditions in {0}: make run_* and end_* agree, "
            "or extend the met_em window."),
+    _cause("lbc", r"Cannot find a valid time to start the LBC during this restart",
+           "the restart time is not covered by wrfbdy_d01: run the real stage for a window that "
+           "contains the restart time, then restart again."),
     _cause("cfl", r"points exceeded (?:cfl=2|w_critical_cfl|w_flag_cfl|v_cfl = 2)",
            "numerical instability (CFL violations before the crash): reduce time_step (about "
            "6 x dx in km or less), or set w_damping = 1, then restart from the last restart file."),
@@ -154,9 +167,44 @@ _LOG_CAUSES: tuple[_Cause, ...] = (
            "memory."),
 )
 
+# Lines that only report that something went wrong. They are checked after every specific
+# cause, the generic '--- ERROR' lines and the message of a fatal block.
+_LATE_CAUSES: tuple[_Cause, ...] = (
+    _cause("namelist",
+           r"^-- (?:Are|Is) (.*) still in your \w+ namelist\?|"
+           r"^Maybe here\?:\s+(.*)$|ERRORS while reading one or more namelists",
+           "WRF could not read namelist.input ({0}): a variable there is unknown to this WRF "
+           "version, removed (pd_moist, pd_scalar, pd_chem and pd_tke became moist_adv_opt, "
+           "scalar_adv_opt, chem_adv_opt and tke_adv_opt), or has a wrong type or too many "
+           "values. Fix it and set up again."),
+    _cause("namelist", r"NOTE:\s+(\d+) namelist settings are wrong",
+           "WRF found {0} inconsistent namelist setting(s); the '--- ERROR' lines in "
+           "rsl.error.0000 name them. Fix them and set up again."),
+    _cause("time_limit",
+           r"\*\*\* (?:JOB|STEP) (\S+) ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT \*\*\*",
+           "Slurm stopped job {0} at its time limit; start again with more cores or ask the "
+           "site for a longer maximum walltime."),
+    _cause("cancelled",
+           r"\*\*\* (?:JOB|STEP) (\S+) ON \S+ CANCELLED AT \S+"
+           r"(?: DUE TO (?!TIME LIMIT)[A-Z ]+)? \*\*\*",
+           "Slurm cancelled job {0} (scancel by a user or an administrator, preemption or a "
+           "node failure); start the run again."),
+    _cause("mpi",
+           r"MPI_ABORT was invoked on rank (\d+)|application called MPI_Abort\(MPI_COMM_WORLD, "
+           r"\d+\) - process (\d+)",
+           "rank {0} ended the MPI job after an error; its cause is in that rank's "
+           "rsl.error file (rsl.error.0000 holds rank 0)."),
+    _cause("fatal", r"-------------- FATAL CALLED ---------------|FATAL CALLED FROM FILE:",
+           "WRF stopped with a fatal error; the message follows the 'FATAL CALLED' line in "
+           "rsl.error.0000."),
+)
+
 _FATAL_MESSAGE = re.compile(
     r"FATAL CALLED FROM FILE:\s+\S+\s+LINE:\s+\d+\n(.+)", re.MULTILINE
 )
+# The batch scripts print this before they stop on a problem of their own (a missing
+# program, a missing input of the wrf stage).
+_BATCH_SCRIPT_ERROR = re.compile(r"^wrfbatch: error: (.+)$", re.MULTILINE)
 _CHECK_ERRORS = re.compile(r"^(?:d\d\d \S+ )?\s*--- ERROR: (.*)$", re.MULTILINE)
 
 
@@ -166,17 +214,24 @@ def _first_group(match: re.Match[str]) -> str:
 
 def classify_log(text: str) -> RunError | None:
     """Return the cause found in rsl log text, or None when no known failure line is there."""
-    for cause in _LOG_CAUSES:
-        match = cause.pattern.search(text)
-        if match:
-            return RunError(code=cause.code, message=cause.hint.format(_first_group(match)))
+    found = _first_cause(_LOG_CAUSES, text)
+    if found is not None:
+        return found
     check_errors = _CHECK_ERRORS.findall(text)
     if check_errors:
         details = "; ".join(line.strip() for line in check_errors[:5])
         return RunError(code="namelist", message=f"WRF rejected namelist settings: {details}")
     fatal = _FATAL_MESSAGE.search(text)
-    if fatal:
+    if fatal and not fatal.group(1).startswith("---"):
         return RunError(code="fatal", message=f"WRF stopped: {fatal.group(1).strip()}")
+    return _first_cause(_LATE_CAUSES, text)
+
+
+def _first_cause(causes: tuple[_Cause, ...], text: str) -> RunError | None:
+    for cause in causes:
+        match = cause.pattern.search(text)
+        if match:
+            return RunError(code=cause.code, message=cause.hint.format(_first_group(match)))
     return None
 
 
@@ -200,6 +255,9 @@ def classify_failure(
     if job_state == JobState.CANCELLED:
         return RunError(code="cancelled", message=f"the {stage} job was cancelled outside wrfbatch")
     found = classify_log(log_text + "\n" + job_stderr)
+    script_error = _BATCH_SCRIPT_ERROR.search(job_stderr)
+    if found is None and script_error is not None:
+        found = RunError(code="batch_script", message=script_error.group(1).strip())
     if found is not None:
         found.message = f"{stage} stage failed: {found.message}"
         return found

@@ -9,6 +9,10 @@ A schema maps group -> variable -> entry, where an entry is a dict with
 (``"1"``, ``"max_domains"`` or another WRF array-size name), ``size`` (the
 maximum number of values WRF reads, for example 21 for ``max_domains``) and
 ``default`` (the registry default as a Python value).
+
+A chem build (flavour ``chem``) also reads ``&chem``; its variables come from WRF's
+chem test namelists and have no default, and the variables it defines leave the
+groups where a plain build has them (``chem_opt`` moves from ``&physics``).
 """
 
 from __future__ import annotations
@@ -89,13 +93,45 @@ def _raw_schema(version: str) -> dict[str, dict[str, list[Any]]]:
     return raw
 
 
-def namelist_schema(version: str) -> Schema:
-    """Return the namelist schema of a WRF version: group -> variable -> entry.
+FLAVOURS = ("plain", "chem")
+
+
+def _with_chem(raw: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+    chem = _tables()["chem_group"]
+    moved = {group: {n: v for n, v in variables.items() if n not in chem}
+             for group, variables in raw.items()}
+    moved["chem"] = dict(chem)
+    return moved
+
+
+def namelist_schema(version: str, flavour: str = "plain") -> Schema:
+    """Return the namelist schema of a WRF version and build flavour: group -> variable -> entry.
 
     The groups include those WRF reads outside the registry (``namelist_quilt``
-    and ``logging``). The caller gets its own copy.
+    and ``logging``), and ``chem`` for a chem build. The caller gets its own copy.
+    Raises NotFoundError for an unknown version or flavour.
     """
-    return _expand(_raw_schema(resolve_version(version)))
+    if flavour not in FLAVOURS:
+        raise NotFoundError(f"unknown WRF build flavour {flavour!r}: use one of "
+                            f"{', '.join(FLAVOURS)}")
+    raw = _raw_schema(resolve_version(version))
+    return _expand(_with_chem(raw) if flavour == "chem" else raw)
+
+
+@cache
+def _variable_index() -> dict[str, tuple[str, ...]]:
+    """Return variable name -> the versions (oldest first) whose plain schema defines it."""
+    found: dict[str, list[str]] = {}
+    for version in versions():
+        for variables in _raw_schema(version).values():
+            for name in variables:
+                found.setdefault(name, []).append(version)
+    return {name: tuple(dict.fromkeys(listed)) for name, listed in found.items()}
+
+
+def variable_versions(name: str) -> list[str]:
+    """Return the versions whose namelist defines ``name`` in any group, oldest first."""
+    return list(_variable_index().get(name.lower(), ()))
 
 
 def run_files(version: str) -> list[tuple[str, str]]:

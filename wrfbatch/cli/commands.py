@@ -8,8 +8,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings, load_settings
-from ..errors import ConflictError, InvalidInputError, NamelistError, WrfbatchError
+from ..config import Settings, embedded_cluster, load_settings
+from ..errors import (
+    ConflictError,
+    InvalidInputError,
+    NamelistError,
+    NotFoundError,
+    WrfbatchError,
+)
 from ..names import check_version
 from .display import ProgressPrinter, format_table, run_details, runs_table
 
@@ -37,6 +43,10 @@ def add_commands(subparsers: Any) -> None:
     validate = subparsers.add_parser("validate", help="check a namelist.input offline")
     validate.add_argument("namelist", type=Path)
     validate.add_argument("--version", required=True, help="WRF version, for example 3.9")
+    validate.add_argument("--flavour", choices=("plain", "chem"), default="plain",
+                          help="WRF build flavour: chem builds read &chem (default: plain)")
+    validate.add_argument("--met-em", type=Path, metavar="DIR",
+                          help="also check the headers of the met_em files in DIR")
     validate.set_defaults(handler=validate_command)
     _add_runs_commands(subparsers)
 
@@ -98,10 +108,14 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..service import create_app
+    from .demo import install_standins
 
     settings = load(args)
     host = args.host or settings.service.host
     port = args.port or settings.service.port
+    if settings.clusters.get("local") == embedded_cluster(settings.service.data_dir):
+        # The embedded default's WRF installs are stand-ins made on first use.
+        install_standins(settings)
     # The service logs every request itself, so uvicorn's access log is off.
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
     return 0
@@ -188,30 +202,41 @@ def render_command(args: argparse.Namespace) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    """Check a namelist offline: exit 0 when valid, else 1 with one line per problem."""
-    problems = namelist_problems(args.namelist, args.version)
-    for problem in problems:
-        print(f"{args.namelist}: {problem}")
+    """Check a namelist offline: exit 0 when valid, else 1; one line per problem or warning."""
+    problems, warnings = namelist_problems(args.namelist, args.version, args.flavour,
+                                           args.met_em)
+    for line in problems:
+        print(f"{args.namelist}: {line}")
+    for line in warnings:
+        print(f"{args.namelist}: warning: {line}")
     if not problems:
-        print(f"{args.namelist}: valid for WRF {args.version}")
+        print(f"{args.namelist}: valid for WRF {args.version} ({args.flavour} build)")
     return 1 if problems else 0
 
 
-def namelist_problems(path: Path, version: str) -> list[str]:
-    """Return the problems of a namelist file for a WRF version; empty when valid."""
-    from ..namelist import read_namelist, required_input_files, summarize
+def namelist_problems(
+    path: Path, version: str, flavour: str = "plain", met_em_dir: Path | None = None
+) -> tuple[list[str], list[str]]:
+    """Return (errors, warnings) of a namelist file for a WRF version and build flavour.
+
+    With ``met_em_dir``, the headers of the met_em files there are checked too.
+    """
+    from ..namelist.metem_check import MET_EM_NAME, met_em_problems
+    from ..namelist.validate import validate_namelist
 
     try:
         check_version(version)
-        text = path.read_text(errors="replace")
-        required_input_files(summarize(read_namelist(text)))
+        result = validate_namelist(path.read_text(errors="replace"), version, flavour)
+        if met_em_dir is not None and result.summary is not None:
+            files = [p for p in sorted(met_em_dir.iterdir()) if MET_EM_NAME.match(p.name)]
+            result.extend(met_em_problems(result.summary, files))
     except NamelistError as exc:
-        return exc.problems or [exc.message]
-    except InvalidInputError as exc:
-        return [exc.message]
+        return exc.problems or [exc.message], []
+    except (InvalidInputError, NotFoundError) as exc:
+        return [exc.message], []
     except OSError as exc:
-        return [f"cannot read the file: {exc.strerror}"]
-    return []
+        return [f"cannot read {exc.filename or path}: {exc.strerror}"], []
+    return [str(p) for p in result.errors], [str(p) for p in result.warnings]
 
 
 # ---------------------------------------------------------------------- runs

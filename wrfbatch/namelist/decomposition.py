@@ -42,3 +42,23 @@ def valid_core_counts(summary: NamelistSummary, max_cores: int) -> list[int]:
         if compute_tasks >= 1 and decomposition_problem(summary, compute_tasks) is None:
             counts.append(cores)
     return counts
+
+
+def compute_tasks(summary: NamelistSummary, tasks: int) -> int:
+    """Return the MPI tasks that compute when quilting reserves nio_groups * nio_tasks_per_group."""
+    return tasks - summary.io_tasks
+
+
+def stage_problems(summary: NamelistSummary, tasks_by_stage: dict[str, int]) -> list[str]:
+    """Return why WRF would reject each stage's task count (real and wrf), or an empty list."""
+    problems = []
+    for stage, tasks in tasks_by_stage.items():
+        computing = compute_tasks(summary, tasks)
+        if computing < 1:
+            problems.append(f"{stage} stage: {tasks} tasks leave no compute task after "
+                            f"{summary.io_tasks} I/O quilting tasks")
+            continue
+        problem = decomposition_problem(summary, computing)
+        if problem:
+            problems.append(f"{stage} stage: {problem}")
+    return problems

@@ -11,6 +11,7 @@ from typing import Any
 import f90nml
 
 from ..errors import NamelistError
+from .ideal import is_ideal
 
 _DATE_PARTS = ("year", "month", "day", "hour", "minute", "second")
 
@@ -80,7 +81,8 @@ class NamelistSummary:
 
 
 # Per-domain settings that have no usable default for a nest: each domain needs its own value.
-_ONE_PER_DOMAIN = {"e_we", "e_sn", "dx", "dy", "start_year", "end_year"}
+# (A nest's dx and dy follow from its parent's and parent_grid_ratio.)
+_ONE_PER_DOMAIN = {"e_we", "e_sn", "start_year", "end_year"}
 
 
 def _per_domain(
@@ -127,6 +129,29 @@ def _run_length(time_control: dict[str, Any], start: datetime, end: datetime) ->
     return run if run > timedelta(0) else end - start
 
 
+def _grid_distances(namelist: f90nml.Namelist, name: str, max_dom: int) -> list[float]:
+    """Return dx or dy per domain; a nest without its own value gets parent / ratio."""
+    domains = namelist.get("domains", {})
+    given = domains.get(name, 200.0)
+    given = [v for v in (given if isinstance(given, list) else [given]) if v is not None]
+    parents = _per_domain(namelist, "domains", "parent_id", max_dom, 1)
+    ratios = _per_domain(namelist, "domains", "parent_grid_ratio", max_dom, 1)
+    values: list[float] = []
+    for domain in range(max_dom):
+        if domain < len(given):
+            values.append(float(given[domain]))
+            continue
+        parent = min(max(int(parents[domain]), 1), domain) - 1
+        values.append(values[parent] / max(int(ratios[domain]), 1))
+    return values
+
+
+def _first(value: Any, default: Any) -> Any:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return default if value is None else value
+
+
 def summarize(namelist: f90nml.Namelist) -> NamelistSummary:
     """Extract the lifecycle's settings; raise NamelistError when required ones are missing."""
     time_control = namelist.get("time_control", {})
@@ -151,8 +176,8 @@ def summarize(namelist: f90nml.Namelist) -> NamelistSummary:
         e_we=[int(v) for v in _per_domain(namelist, "domains", "e_we", max_dom, 32)],
         e_sn=[int(v) for v in _per_domain(namelist, "domains", "e_sn", max_dom, 32)],
         e_vert=[int(v) for v in _per_domain(namelist, "domains", "e_vert", max_dom, 30)],
-        dx=[float(v) for v in _per_domain(namelist, "domains", "dx", max_dom, 200.0)],
-        dy=[float(v) for v in _per_domain(namelist, "domains", "dy", max_dom, 200.0)],
+        dx=_grid_distances(namelist, "dx", max_dom),
+        dy=_grid_distances(namelist, "dy", max_dom),
         time_step=int(domains.get("time_step", 0) or 0),
         time_step_fract=(
             int(domains.get("time_step_fract_num", 0) or 0),
@@ -162,6 +187,14 @@ def summarize(namelist: f90nml.Namelist) -> NamelistSummary:
         num_metgrid_levels=int(domains.get("num_metgrid_levels", 27)),
         num_metgrid_soil_levels=int(domains.get("num_metgrid_soil_levels", 4)),
         io_form_input=int(time_control.get("io_form_input", 2)),
-        nio_groups=int(quilt.get("nio_groups", 1)),
-        nio_tasks_per_group=int(quilt.get("nio_tasks_per_group", 0)),
+        nio_groups=int(_first(quilt.get("nio_groups"), 1)),
+        nio_tasks_per_group=int(_first(quilt.get("nio_tasks_per_group"), 0)),
+        ideal=is_ideal(namelist),
+        extra={
+            "i_parent_start": [int(v) for v in _per_domain(namelist, "domains", "i_parent_start",
+                                                          max_dom, 1)],
+            "j_parent_start": [int(v) for v in _per_domain(namelist, "domains", "j_parent_start",
+                                                          max_dom, 1)],
+            "num_land_cat": int(_first(namelist.get("physics", {}).get("num_land_cat"), 21)),
+        },
     )

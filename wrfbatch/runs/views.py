@@ -53,10 +53,19 @@ def run_view(record: RunRecord, jobs: list[RunJob] | None = None) -> Run:
         disk_usage=record.disk_usage_bytes,
         percent_complete=record.percent_complete,
         remaining_time=record.remaining_time_s,
-        stage=job_infos[-1].stage if job_infos else None,
+        stage=_current_stage(job_infos),
         jobs=job_infos,
+        warning=record.warning,
         deleted=record.deleted,
         time_created=record.time_created,
         time_started=record.time_started,
         time_stopped=record.time_stopped,
     )
+
+
+def _current_stage(jobs: list[JobInfo]) -> str | None:
+    """Return the stage that runs now, or that ended the run: the first not completed."""
+    for job in jobs:
+        if job.state != "COMPLETED":
+            return job.stage
+    return jobs[-1].stage if jobs else None

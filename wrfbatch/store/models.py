@@ -95,6 +95,8 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # A problem that has not stopped the run (for example a stalled log); cleared when gone.
+    warning: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     cores: Mapped[int | None] = mapped_column(Integer)
     namelist_summary: Mapped[dict[str, Any] | None]

@@ -72,6 +72,7 @@ class RunRecord:
     time_updated: datetime
     deleted: bool
     row_version: int
+    warning: str | None = None
     input_files: list[InputFileRecord] = field(default_factory=list)
     shared_with: list[str] = field(default_factory=list)
 
