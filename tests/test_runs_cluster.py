@@ -84,13 +84,19 @@ def test_stop_active_cancels_jobs(manager, testbed, small_namelist, tmp_path):
 
 def test_delete_pending_run(manager, testbed, small_namelist, tmp_path):
     run_id = ready_run(manager, small_namelist, tmp_path)
-    started = manager.start(run_id, 2)
-    # Holding the jobs (as root) keeps them pending for as long as the test needs.
-    subprocess.run(["scontrol", "hold", ",".join(j.job_id for j in started.jobs)], check=True)
-    manager.refresh()
-    assert {job.state for job in manager.get(run_id).jobs} == {"PENDING"}
-    run_dir = manager.clusters.get().run_dir(run_id)
-    deleted = manager.delete(run_id)
+    # A job that takes every CPU of the node keeps the run's jobs pending.
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "-n", str(testbed.cpus), "-J", "test-blocker", "-t", "5",
+         "-o", "/dev/null", "--wrap", "sleep 120"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        manager.start(run_id, 2)
+        manager.refresh()
+        assert {job.state for job in manager.get(run_id).jobs} == {"PENDING"}
+        run_dir = manager.clusters.get().run_dir(run_id)
+        deleted = manager.delete(run_id)
+    finally:
+        subprocess.run(["scancel", blocker], check=True)
     assert deleted.deleted
     assert remote(testbed, f"test -e {shlex.quote(run_dir)} && echo present || echo gone") \
         .strip() == "gone"
@@ -98,13 +104,16 @@ def test_delete_pending_run(manager, testbed, small_namelist, tmp_path):
     assert run_id not in queue
 
 
-def test_failing_real_stage(manager, small_namelist, tmp_path):
-    run_id = ready_run(manager, small_namelist, tmp_path, num_metgrid_levels=34)
+def test_failing_real_stage(manager, testbed, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path)
+    # Setup checked the inputs, so break the staged copy behind its back.
+    run_dir = manager.clusters.get().run_dir(run_id)
+    remote(testbed, f"rm {shlex.quote(run_dir)}/met_em.d01.2019-09-04_15:00:00.nc")
     manager.start(run_id, 2)
     run = wait_for(manager, run_id, FINAL, timeout_s=120)
     assert run.status == "error"
     assert run.error is not None
-    assert run.error.code == "input_mismatch"
+    assert run.error.code == "missing_input"
     assert run.jobs[-1].state in ("CANCELLED", "PENDING")
 
 

@@ -53,7 +53,9 @@ def ssh_config(testbed, **overrides: object) -> SSHConfig:
 
 @pytest.fixture
 def transport(testbed) -> Iterator[SSHTransport]:
-    with SSHTransport(ssh_config(testbed)) as shared:
+    # Transfers take the paramiko SFTP path here, whose connection these tests can cut;
+    # test_transport_bulk.py covers transfers through the OpenSSH program.
+    with SSHTransport(ssh_config(testbed), ssh_program=None) as shared:
         yield shared
 
 
@@ -339,7 +341,7 @@ def test_upload_resumes_left_partial(
     source = tmp_path / "wrfbdy_d01"
     sha256 = random_file(source, 3 * MiB)
     # An earlier try that stopped after 1 MiB left this partial file.
-    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{sha256[:16]}.part"
+    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{int(source.stat().st_mtime)}.part"
     transport.write_bytes(partial, source.read_bytes()[: 1 * MiB])
     result = transport.upload(source, f"{remote_dir}/wrfbdy_d01")
     assert result.bytes_moved == 2 * MiB
@@ -352,7 +354,7 @@ def test_upload_restarts_corrupt_partial(
 ) -> None:
     source = tmp_path / "wrfbdy_d01"
     sha256 = random_file(source, 3 * MiB)
-    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{sha256[:16]}.part"
+    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{int(source.stat().st_mtime)}.part"
     transport.write_bytes(partial, b"\0" * MiB)
     result = transport.upload(source, f"{remote_dir}/wrfbdy_d01")
     assert result.bytes_moved == 3 * MiB

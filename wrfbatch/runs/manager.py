@@ -1,6 +1,6 @@
 """The run lifecycle: create, upload, setup, start, stop, delete, get and list.
 
-This is the only module that knows the order of things. States move
+This is the only module that sets the order of the steps. States move
 ``created -> ready -> starting -> active -> done | error``, with ``stopped``
 from a running state; every transition is a guarded update in the store, so
 two callers racing on one run cannot both win (the loser gets ConflictError).
@@ -21,28 +21,39 @@ from ..errors import (
     NotFoundError,
     SchedulerUnavailableError,
     SubmitError,
+    TransferError,
     TransportError,
 )
 from ..models import ComputeOption, InputFile, Run, SetupResult
 from ..names import check_file_name, check_run_id
-from ..namelist import read_namelist, required_input_files, summarize, valid_core_counts
-from ..namelist.cost import estimate_wall_time_s
-from ..namelist.decomposition import decomposition_problem
+from ..namelist import read_namelist, summarize, valid_core_counts
+from ..namelist.cost import (
+    DEFAULT_CORE_SECONDS_PER_CELL_STEP,
+    calibrated_cost,
+    cell_steps,
+    estimate_wall_time_s,
+)
+from ..namelist.decomposition import decomposition_problem, stage_problems
+from ..namelist.preflight import preflight
 from ..namelist.params import NamelistParams, render_namelist
 from ..namelist.parse import NamelistSummary
 from ..rendering import TemplateRenderer
 from ..schedulers.base import CheckResult
 from ..states import JobState, RunState, Stage
 from ..store import Store
+from ..store.records import RunRecord
 from .clusters import ClusterHandle, ClusterRegistry
 from .refresh import ClusterRefresher, running_runs
-from .submit import StageSubmitter
+from .submit import StageSubmitter, real_stage_tasks
 from .uploads import UploadArea
+from .calibration import finished_run
 from .views import run_view, summary_json
 
 logger = logging.getLogger(__name__)
 
 NAMELIST = "namelist.input"
+# How many of a cluster's newest finished runs calibrate the run-time estimates.
+CALIBRATION_RUNS = 50
 # States in which the run's inputs may change: never while jobs exist.
 _EDITABLE = {RunState.CREATED, RunState.READY, RunState.STOPPED, RunState.ERROR}
 
@@ -194,45 +205,101 @@ class RunManager:
         record = self.store.get_run(check_run_id(run_id))
         self._require(record.status, _EDITABLE, "set up", "stop the run first")
         handle = self.clusters.get(record.cluster)
-        summary = self.read_summary(run_id)
-        required = required_input_files(summary)
-        uploaded = {f.filename for f in record.input_files}
-        missing = [name for name in required if name not in uploaded]
-        options = self.compute_options(summary, handle.config.max_cores)
+        path = self.uploads.path(run_id, NAMELIST)
+        if not path.is_file():
+            raise InvalidInputError(
+                f"run {run_id} has no namelist.input: upload one, then call setup")
+        install = handle.config.wrf.get(record.version)
+        checked = preflight(path.read_text(errors="replace"), record.version,
+                            install.flavour if install else "plain", path.parent,
+                            {f.filename for f in record.input_files})
+        summary, missing = checked.summary, checked.missing
+        options = self.compute_options(summary, handle.config.max_cores, record.cluster)
         if not options:
             raise InvalidInputError(
                 f"no core count up to {handle.config.max_cores} suits this grid: each MPI task "
                 "needs at least 10 cells in x and y; enlarge e_we and e_sn or ask for fewer cores"
             )
-        changes = {"namelist_summary": summary_json(summary), "required_input_files": required}
+        changes = {"namelist_summary": {**summary_json(summary), "cell_steps": cell_steps(summary),
+                                        "io_tasks": summary.io_tasks},
+                   "required_input_files": checked.required}
         if not missing:
             self._stage_inputs(handle, record.id)
             changes.update(status=RunState.READY, error_code=None, error_message=None)
         record = self.store.update_run(run_id, changes, expected_status=_EDITABLE)
-        logger.info("run %s: setup %s, %d input files missing", run_id,
-                    record.status.value, len(missing))
-        return SetupResult(run=run_view(record), required_input_files=required,
-                           missing_input_files=missing, compute_options=options)
+        logger.info("run %s: setup %s, %d input files missing, %d warnings", run_id,
+                    record.status.value, len(missing), len(checked.warnings))
+        return SetupResult(run=run_view(record), required_input_files=checked.required,
+                           missing_input_files=missing, compute_options=options,
+                           warnings=checked.warnings)
 
-    @staticmethod
-    def compute_options(summary: NamelistSummary, max_cores: int) -> list[ComputeOption]:
+    def compute_options(
+        self, summary: NamelistSummary, max_cores: int, cluster: str | None = None
+    ) -> list[ComputeOption]:
+        """Return the valid core counts up to max_cores with the wrf stage's estimated time.
+
+        The cost per cell-step comes from the cluster's finished runs when it has
+        any (see wrfbatch.namelist.cost), else from the documented default.
+        """
+        finished = []
+        if cluster is not None:
+            records = self.store.list_runs(None, True, limit=CALIBRATION_RUNS,
+                                           status=RunState.DONE, cluster=cluster)
+            # One query for all their jobs: one query per run made setup 130 ms slower with
+            # 50 finished runs (benchmarks/api.py, SQLite).
+            jobs = self.store.jobs_for_runs({record.id: record.attempt for record in records})
+            for record in records:
+                sample = finished_run(record, jobs[record.id])
+                if sample is not None:
+                    finished.append(sample)
+        cost = calibrated_cost(finished) or DEFAULT_CORE_SECONDS_PER_CELL_STEP
         return [
-            ComputeOption(cores=cores, time=estimate_wall_time_s(summary, cores))
+            ComputeOption(cores=cores, time=estimate_wall_time_s(summary, cores, cost))
             for cores in valid_core_counts(summary, max_cores)
         ]
 
     def _stage_inputs(self, handle: ClusterHandle, run_id: str) -> None:
         """Copy every uploaded file to the run directory; unchanged files are skipped."""
+        self._check_install(handle, self.store.get_run(run_id).version)
         run_dir = handle.run_dir(run_id)
         handle.transport.make_dirs(f"{run_dir}/.wrfbatch")
-        for file in self.store.get_run(run_id).input_files:
-            if file.staged:
-                continue
-            result = handle.transport.upload(self.uploads.path(run_id, file.filename),
-                                             f"{run_dir}/{file.filename}")
+        pending = [f for f in self.store.get_run(run_id).input_files if not f.staged]
+        if not pending:
+            return
+        # One batch, so that the SSH transport moves every file over one connection.
+        try:
+            results = handle.transport.upload_many(
+                [(self.uploads.path(run_id, f.filename), f"{run_dir}/{f.filename}")
+                 for f in pending])
+        except TransferError as exc:
+            self._fail_staging(run_id, exc)
+            raise
+        for file, result in zip(pending, results, strict=True):
             self.store.mark_input_file_staged(run_id, file.filename, result.sha256)
             logger.debug("run %s: staged %s (%s)", run_id, file.filename,
                          "unchanged" if result.skipped else f"{result.bytes_moved} bytes")
+
+    def _fail_staging(self, run_id: str, exc: TransferError) -> None:
+        """Mark a run ``error`` when an input could not be copied (a full disk, for example).
+
+        A dropped connection is not a TransferError, so it leaves the run as it was.
+        """
+        logger.warning("run %s: staging failed: %s", run_id, exc)
+        self.store.update_run(run_id, {"status": RunState.ERROR, "error_code": "staging",
+                                       "error_message": exc.message}, expected_status=_EDITABLE)
+
+    @staticmethod
+    def _check_install(handle: ClusterHandle, version: str) -> None:
+        """Raise NotFoundError when the version's WRF install lacks its programs."""
+        install = handle.config.wrf[version]
+        programs = [f"{install.path}/main/{name}" for name in ("real.exe", "wrf.exe")]
+        if not all(handle.transport.exists(path) for path in programs):
+            raise NotFoundError(
+                f"the WRF {version} install of cluster {handle.name} is incomplete: "
+                f"{install.path}/main/ must contain real.exe and wrf.exe; ask the administrator "
+                f"to fix its path in the configuration (on the embedded default, 'wrfbatch "
+                f"demo' or 'wrfbatch-standin install' creates stand-in installs)"
+            )
 
     # ------------------------------------------------------------------ start, stop, delete
 
@@ -241,17 +308,23 @@ class RunManager:
 
         Raises ConflictError unless the run is ``ready``, InvalidInputError
         for a core count that the grid does not allow (with the valid ones),
-        SchedulerUnavailableError when the controller does not answer (the run
+        SchedulerUnavailableError when the controller does not respond (the run
         stays ``ready`` and a later start submits exactly once), and
         SubmitError when the scheduler rejects a job (the run stays ``ready``).
         """
         record = self.store.get_run(check_run_id(run_id))
-        self._require(record.status, {RunState.READY}, "start",
-                      "call setup first" if record.status == RunState.CREATED else
-                      "call setup again to start a new attempt")
+        self._require(record.status, {RunState.READY}, "start", self._start_fix(record))
         handle = self.clusters.get(record.cluster)
         summary = self.read_summary(run_id)
         self._check_cores(summary, cores, handle.config.max_cores)
+        tasks = {"real": real_stage_tasks(summary, cores, handle.config.real_cores),
+                 "wrf": cores}
+        problems = stage_problems(summary, tasks)
+        if problems:
+            valid = valid_core_counts(summary, handle.config.max_cores)
+            raise InvalidInputError(f"cores = {cores} is not valid for this grid: "
+                                    f"{'; '.join(problems)}. Largest valid core counts: "
+                                    f"{', '.join(map(str, valid[-8:])) or 'none'}")
         attempt = record.attempt + 1
         record = self.store.update_run(run_id, {
             "status": RunState.STARTING, "attempt": attempt, "cores": cores,
@@ -271,7 +344,7 @@ class RunManager:
         """Put a run whose submission failed back to ``ready`` with the same attempt number.
 
         Keeping the attempt number means a retry searches the scheduler for
-        this attempt's job names first, so a job whose sbatch answer was lost
+        this attempt's job names first, so a job whose sbatch output was lost
         is found instead of submitted twice.
         """
         logger.warning("run %s: start failed, back to ready: %s", run_id, exc)
@@ -382,6 +455,21 @@ class RunManager:
     def close(self) -> None:
         self.clusters.close()
         self.store.close()
+
+    @staticmethod
+    def _start_fix(record: RunRecord) -> str:
+        """Say what a run must go through before it can start."""
+        if record.status != RunState.CREATED:
+            return "call setup again to start a new attempt"
+        uploaded = {f.filename for f in record.input_files}
+        missing = [name for name in record.required_input_files if name not in uploaded]
+        if not record.required_input_files:
+            return "call setup first"
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
+                                               else "")
+            return f"setup found missing input files ({shown}); upload them and call setup again"
+        return "inputs changed since the last setup; call setup again"
 
     @staticmethod
     def _require(state: RunState, allowed: set[RunState], action: str, fix: str) -> None:

@@ -35,6 +35,8 @@ RSL_TAIL_BYTES = 4096
 _MARK = "\x1e"  # ASCII record separator: cannot appear in a path that names.py accepts
 _OUTPUT_PREFIXES = ("wrfout_", "wrfrst_", "wrfinput_", "wrfbdy_", "wrflowinp_", "auxhist")
 _RUNNING = {RunState.STARTING, RunState.ACTIVE}
+# Every run has two stages: real (or ideal), then wrf.
+STAGES_PER_RUN = 2
 
 
 def running_runs(store: Store, cluster: str) -> list[RunRecord]:
@@ -116,7 +118,10 @@ class ClusterRefresher:
         runs = running_runs(self.store, handle.name)
         if not runs:
             return
-        jobs = {run.id: self.store.jobs_for_run(run.id, run.attempt) for run in runs}
+        # One store query for every run's jobs, and one transaction for every job change
+        # below: per-run queries and per-job updates made a refresh of 1,000 runs take
+        # seconds on SQLite (benchmarks/refresh_scale.py).
+        jobs = self.store.jobs_for_runs({run.id: run.attempt for run in runs})
         job_ids = [j.job_id for js in jobs.values() for j in js if j.job_id and not j.state.final]
         query = handle.scheduler.query(job_ids) if job_ids else QueryResult()
         output = handle.transport.run(
@@ -124,10 +129,14 @@ class ClusterRefresher:
         ).stdout
         remote_now, snapshots = parse_snapshots(output)
         accounted = self._accounting(handle, query, jobs, snapshots)
+        decisions = []
         for run in runs:
             snapshot = snapshots.get(handle.run_dir(run.id), RunSnapshot())
-            decision = decide(run, jobs[run.id], query, accounted, snapshot, remote_now,
-                              self.stall_timeout.total_seconds())
+            decisions.append(decide(run, jobs[run.id], query, accounted, snapshot, remote_now,
+                                    self.stall_timeout.total_seconds()))
+        self.store.update_jobs([(job.id, changes) for decision in decisions
+                                for job, changes in decision.job_updates])
+        for run, decision in zip(runs, decisions, strict=True):
             self._apply(handle, run, decision)
 
     def _accounting(
@@ -155,14 +164,15 @@ class ClusterRefresher:
                 if found.name == names.get(job_id)}
 
     def _apply(self, handle: ClusterHandle, run: RunRecord, decision: Decision) -> None:
-        for job, changes in decision.job_updates:
-            self.store.update_job(job.id, changes)
+        """Store a run's new state; its job changes are already stored by :meth:`refresh`."""
         changes = dict(decision.changes)
         if decision.status != run.status:
             changes["status"] = decision.status
         if decision.status.final:
             changes["time_stopped"] = datetime.now(UTC)
             changes["remaining_time_s"] = None
+            if run.warning is not None:
+                changes["warning"] = None
         if decision.error is not None and decision.failed_stage is not None:
             decision.error = self._classify(handle, run, decision)
             changes.update(error_code=decision.error.code, error_message=decision.error.message)
@@ -256,6 +266,10 @@ def decide(
     state never moves backwards: an active run never becomes starting again.
     """
     decision = Decision(status=run.status)
+    if len({job.stage for job in jobs}) < STAGES_PER_RUN:
+        # A start in progress (in this or another service process) has not added every
+        # stage's job yet: without this check a run with no jobs would count as done.
+        return decision
     for job in jobs:
         record = query.jobs.get(job.job_id or "") or accounted.get(job.job_id or "")
         state = snapshot.states.get(job.stage.value)
@@ -268,7 +282,7 @@ def decide(
         if ended is None:
             _running_or_pending(decision, run, job, record, state, snapshot)
             if decision.status == RunState.ACTIVE:
-                _warn_if_stalled(run, snapshot, remote_now, stall_timeout_s)
+                _report_stall(decision, run, snapshot, remote_now, stall_timeout_s)
             return decision
     decision.status = RunState.DONE
     decision.changes.update(percent_complete=100.0, remaining_time_s=0.0)
@@ -288,8 +302,11 @@ def _update_job(
             changes["time_started"] = state.start_time
         if state.ended:
             changes.update(exit_code=state.exit_code, time_ended=state.end_time)
+            # The state file outranks the queue, which may still list the job as running
+            # while its epilog runs; the run may end at this refresh, after which its
+            # jobs are no longer queried, so the final state must be set now.
             final = JobState.COMPLETED if state.exit_code == 0 else JobState.FAILED
-            if job.state != final and (record is None or record.state.final):
+            if job.state != final:
                 changes["state"] = final
     if changes:
         decision.job_updates.append((job, changes))
@@ -371,15 +388,30 @@ def _progress(
                                 remaining_time_s=progress.remaining_time_s)
 
 
-def _warn_if_stalled(
-    run: RunRecord, snapshot: RunSnapshot, remote_now: float | None, stall_timeout_s: float
+def _report_stall(
+    decision: Decision,
+    run: RunRecord,
+    snapshot: RunSnapshot,
+    remote_now: float | None,
+    stall_timeout_s: float,
 ) -> None:
-    # TODO: keep the stall on the run (a column) so that the API reports it, not only the log.
+    """Set the run's warning while rsl.out.0000 has not grown for stall_timeout_s; clear it after.
+
+    The age comes from the cluster's clock (the file's mtime against ``date`` there), so
+    a clock difference between this host and the cluster does not matter.
+    """
     if snapshot.rsl_mtime is None or remote_now is None:
         return
     idle_s = remote_now - snapshot.rsl_mtime
-    if idle_s > stall_timeout_s:
-        last = snapshot.rsl_tail.strip().splitlines()[-1:] or [""]
+    if idle_s <= stall_timeout_s:
+        if run.warning is not None:
+            decision.changes["warning"] = None
+            logger.info("run %s: rsl.out.0000 moves again; stall warning cleared", run.id)
+        return
+    last = (snapshot.rsl_tail.strip().splitlines() or [""])[-1].strip()
+    warning = (f"stalled: no new log lines for {idle_s:.0f} s (stall_timeout_s is "
+               f"{stall_timeout_s:.0f} s); last line of rsl.out.0000: {last or '(empty)'}")
+    if run.warning is None or not run.warning.startswith("stalled:"):
         logger.warning("run %s: rsl.out.0000 unchanged for %.0f s; last line: %s",
-                       run.id, idle_s, last[0])
-
+                       run.id, idle_s, last)
+    decision.changes["warning"] = warning

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,8 @@ UPDATABLE_JOB_FIELDS = frozenset(
     {"job_id", "state", "slurm_state", "reason", "exit_code",
      "time_submitted", "time_started", "time_ended"}
 )
+# Run ids per IN (...) query: below SQLite's default limit of 999 bound parameters.
+_IDS_PER_QUERY = 500
 _ACTIVE_JOB_STATES = [state.value for state in JobState if not state.final]
 
 
@@ -117,6 +119,55 @@ class JobMethods(StoreBase):
                 raise NotFoundError(f"run {run_id} not found: check the run id")
             rows = session.scalars(statement.order_by(Job.attempt, Job.id))
             return [RunJob.from_row(row) for row in rows]
+
+    def jobs_for_runs(self, runs: Mapping[str, int]) -> dict[str, list[RunJob]]:
+        """Return the jobs of many runs at once: run id -> that attempt's jobs, in order.
+
+        ``runs`` maps each run id to its attempt. A cluster refresh needs the jobs of
+        every running run, and one query per run cost about 1 ms each on SQLite, so
+        this reads them in one query per chunk of ids. Unknown run ids get an empty list.
+        """
+        found: dict[str, list[RunJob]] = {run_id: [] for run_id in runs}
+        ids = list(runs)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            statement = (select(Job).where(Job.run_id.in_(chunk))
+                         .order_by(Job.run_id, Job.attempt, Job.id))
+            with self._transaction() as session:
+                for row in session.scalars(statement):
+                    if row.attempt == runs[row.run_id]:
+                        found[row.run_id].append(RunJob.from_row(row))
+        return found
+
+    def update_jobs(self, updates: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """Apply many (job store id, changes) pairs in one transaction.
+
+        The same rules as :meth:`update_job` apply, and nothing is written when one
+        update is invalid or names an unknown job.
+        """
+        checked = [(key, self._checked_job_changes(changes)) for key, changes in updates]
+        if not checked:
+            return
+        with self._transaction(write=True) as session:
+            for key, values in checked:
+                row = session.get(Job, key, with_for_update=True)
+                if row is None:
+                    raise NotFoundError(f"job {key} not found in the store: check the job id")
+                for name, value in values.items():
+                    setattr(row, name, value)
+
+    @staticmethod
+    def _checked_job_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = set(changes) - UPDATABLE_JOB_FIELDS
+        if unknown:
+            raise InvalidInputError(
+                f"cannot update job field(s) {sorted(unknown)}: updatable fields are "
+                f"{sorted(UPDATABLE_JOB_FIELDS)}"
+            )
+        values = dict(changes)
+        if "state" in values:
+            values["state"] = _coerce_enum(JobState, values["state"], "job state")
+        return values
 
     def active_jobs(self, cluster: str) -> list[RunJob]:
         """Return the jobs on ``cluster`` whose state is not final, deleted runs included.

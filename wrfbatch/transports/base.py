@@ -109,6 +109,22 @@ class Transport(abc.ABC):
     ) -> TransferResult:
         """Copy a file from the cluster, atomically, with the same skip and resume rules."""
 
+    def upload_many(
+        self, files: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None
+    ) -> list[TransferResult]:
+        """Upload several (local path, remote path) pairs with :meth:`upload`'s rules.
+
+        This default uploads one file after another. ``progress`` gets each file's
+        (bytes done, file size) here; a transport that overrides this may sum them.
+        """
+        return [self.upload(Path(local), remote, progress=progress) for local, remote in files]
+
+    def download_many(
+        self, files: Sequence[tuple[str, Path]], *, progress: ProgressCallback | None = None
+    ) -> list[TransferResult]:
+        """Download several (remote path, local path) pairs with :meth:`download`'s rules."""
+        return [self.download(remote, Path(local), progress=progress) for remote, local in files]
+
     @abc.abstractmethod
     def read_bytes(self, remote_path: str, max_bytes: int | None = None) -> bytes:
         """Return a remote file's content (the first ``max_bytes`` when given)."""

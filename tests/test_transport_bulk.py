@@ -1,0 +1,285 @@
+"""Transfers through the OpenSSH program: batches, skip, resume after a cut, host keys."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ssh_support import established, is_running
+
+from wrfbatch.config import SSHConfig
+from wrfbatch.errors import HostKeyError
+from wrfbatch.transports.openssh import OpenSSHLink, find_ssh_program
+from wrfbatch.transports.ssh import SSHTransport
+
+MiB = 1024 * 1024
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(find_ssh_program() is None, reason="the OpenSSH ssh program is missing"),
+]
+
+
+def ssh_config(testbed, **overrides: object) -> SSHConfig:
+    values: dict[str, object] = dict(
+        host=testbed.ssh_host, port=testbed.ssh_port, user=testbed.ssh_user,
+        key_file=testbed.ssh_key, known_hosts_file=testbed.known_hosts,
+    )
+    values.update(overrides)
+    return SSHConfig(**values)
+
+
+@pytest.fixture
+def transport(testbed) -> Iterator[SSHTransport]:
+    with SSHTransport(ssh_config(testbed)) as shared:
+        yield shared
+
+
+@pytest.fixture
+def remote_dir(testbed, transport: SSHTransport) -> Iterator[str]:
+    path = f"{testbed.remote_home}/wrfbatch-tests/{uuid.uuid4().hex[:12]}"
+    transport.make_dirs(path)
+    yield path
+    transport.remove_tree(path)
+
+
+def random_file(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def partial_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".*.part"))
+
+
+def own_bytes_sent(port: int) -> int:
+    """Return the bytes this process (not its ssh children) sent on its connection to ``port``."""
+    lines = subprocess.run(["ss", "-tnipH", "state", "established", f"( dport = :{port} )"],
+                           capture_output=True, text=True, check=True).stdout
+    mine = [block for block in lines.split("users:")[1:] if f"pid={os.getpid()}," in block]
+    return sum(int(value) for block in mine for value in re.findall(r"bytes_acked:(\d+)", block))
+
+
+def child_ssh_pids() -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and "(ssh)" in stat.read_text():
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def cut_openssh_connections(port: int) -> None:
+    """Kill the sshd processes that serve this process's ssh programs' connections."""
+    children = child_ssh_pids()
+    local_ports = [int(line.split()[2].rsplit(":", 1)[1]) for line in established(port)
+                   if any(f"pid={pid}," in line for pid in children)]
+    servers: set[int] = set()
+    for local_port in local_ports:
+        where = f"( sport = :{port} and dport = :{local_port} )"
+        lines = subprocess.run(["ss", "-tnpH", "state", "established", where],
+                               capture_output=True, text=True, check=True).stdout
+        servers.update(int(pid) for pid in re.findall(r"pid=(\d+)", lines))
+    assert servers, "no sshd process found for the ssh program's connection"
+    for pid in servers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(map(is_running, servers)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_batch_round_trip(
+    testbed, transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(5)]
+    digests = [random_file(path, (hour + 1) * 300_000) for hour, path in enumerate(sources)]
+    seen: list[tuple[int, int]] = []
+    before = own_bytes_sent(testbed.ssh_port)
+    uploaded = transport.upload_many(
+        [(path, f"{remote_dir}/{path.name}") for path in sources],
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    back = transport.download_many(
+        [(f"{remote_dir}/{path.name}", tmp_path / "back" / path.name) for path in sources]
+    )
+    assert [result.sha256 for result in uploaded] == digests
+    assert [result.sha256 for result in back] == digests
+    assert [sha256_of(tmp_path / "back" / path.name) for path in sources] == digests
+    assert seen[-1] == (sum(path.stat().st_size for path in sources),) * 2
+    # The content went through the ssh program, not this process's paramiko connection.
+    assert own_bytes_sent(testbed.ssh_port) - before < 1 * MiB
+    assert partial_files(Path(remote_dir)) == []
+    assert partial_files(tmp_path / "back") == []
+
+
+def test_upload_again_skipped(transport: SSHTransport, remote_dir: str, tmp_path: Path) -> None:
+    source = tmp_path / "wrfinput_d01"
+    random_file(source, 2 * MiB)
+    transport.upload(source, f"{remote_dir}/wrfinput_d01")
+    again = transport.upload(source, f"{remote_dir}/wrfinput_d01")
+    assert again.skipped
+    assert again.bytes_moved == 0
+
+
+def test_download_again_skipped(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfout_d01"
+    random_file(source, 2 * MiB)
+    transport.upload(source, f"{remote_dir}/wrfout_d01")
+    transport.download(f"{remote_dir}/wrfout_d01", tmp_path / "back")
+    again = transport.download(f"{remote_dir}/wrfout_d01", tmp_path / "back")
+    assert again.skipped
+
+
+def test_upload_resumes_left_partial(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfbdy_d01"
+    sha256 = random_file(source, 3 * MiB)
+    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{int(source.stat().st_mtime)}.part"
+    transport.write_bytes(partial, source.read_bytes()[: 1 * MiB])
+    result = transport.upload(source, f"{remote_dir}/wrfbdy_d01")
+    assert result.bytes_moved == 2 * MiB
+    assert sha256_of(Path(remote_dir) / "wrfbdy_d01") == sha256
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cutting a connection kills sshd, which needs root")
+def test_upload_resumes_after_cut(
+    testbed, transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfinput_d01"
+    size = 40 * MiB
+    sha256 = random_file(source, size)
+    cut: list[bool] = []
+
+    def cut_once(done: int, total: int) -> None:
+        if not cut and done >= 16 * MiB:
+            cut_openssh_connections(testbed.ssh_port)
+            cut.append(True)
+
+    result = transport.upload(source, f"{remote_dir}/wrfinput_d01", progress=cut_once)
+    assert cut
+    # Bytes that reached the partial file before the cut are not sent again.
+    assert result.bytes_moved < size - 8 * MiB
+    assert sha256_of(Path(remote_dir) / "wrfinput_d01") == sha256
+    assert partial_files(Path(remote_dir)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cutting a connection kills sshd, which needs root")
+def test_download_resumes_after_cut(
+    testbed, transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfout_d01"
+    size = 40 * MiB
+    sha256 = random_file(source, size)
+    transport.upload(source, f"{remote_dir}/wrfout_d01")
+    cut: list[bool] = []
+
+    def cut_once(done: int, total: int) -> None:
+        if not cut and done >= 16 * MiB:
+            cut_openssh_connections(testbed.ssh_port)
+            cut.append(True)
+
+    target = tmp_path / "back" / "wrfout_d01"
+    result = transport.download(f"{remote_dir}/wrfout_d01", target, progress=cut_once)
+    assert cut
+    assert result.bytes_moved <= size - 16 * MiB
+    assert sha256_of(target) == sha256
+    assert partial_files(target.parent) == []
+
+
+def test_verified_round_trip(testbed, tmp_path: Path) -> None:
+    config = ssh_config(testbed, verify_remote_sha256=True)
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(3)]
+    digests = [random_file(path, (hour + 1) * 200_000) for hour, path in enumerate(sources)]
+    remote = f"{testbed.remote_home}/wrfbatch-tests/{uuid.uuid4().hex[:12]}"
+    with SSHTransport(config) as verified:
+        try:
+            uploaded = verified.upload_many([(path, f"{remote}/{path.name}") for path in sources])
+            back = verified.download_many(
+                [(f"{remote}/{path.name}", tmp_path / "back" / path.name) for path in sources])
+            remote_digests = [sha256_of(Path(remote) / path.name) for path in sources]
+        finally:
+            verified.remove_tree(remote)
+    assert [result.sha256 for result in uploaded] == digests
+    assert remote_digests == digests
+    assert [result.sha256 for result in back] == digests
+    assert [sha256_of(tmp_path / "back" / path.name) for path in sources] == digests
+
+
+def test_verified_upload_resumes(testbed, remote_dir: str, tmp_path: Path) -> None:
+    source = tmp_path / "wrfbdy_d01"
+    sha256 = random_file(source, 3 * MiB)
+    partial = f"{remote_dir}/.wrfbdy_d01.{3 * MiB}-{int(source.stat().st_mtime)}.part"
+    with SSHTransport(ssh_config(testbed, verify_remote_sha256=True)) as verified:
+        verified.write_bytes(partial, source.read_bytes()[: 1 * MiB])
+        result = verified.upload(source, f"{remote_dir}/wrfbdy_d01")
+    assert result.bytes_moved == 2 * MiB
+    assert result.sha256 == sha256
+    assert sha256_of(Path(remote_dir) / "wrfbdy_d01") == sha256
+
+
+def test_unverified_download_resumes(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfout_d01"
+    sha256 = random_file(source, 3 * MiB)
+    transport.upload(source, f"{remote_dir}/wrfout_d01")
+    target = tmp_path / "back" / "wrfout_d01"
+    target.parent.mkdir()
+    mtime = int((Path(remote_dir) / "wrfout_d01").stat().st_mtime)
+    (target.parent / f".wrfout_d01.{3 * MiB}-{mtime}.part").write_bytes(
+        source.read_bytes()[: 1 * MiB])
+    result = transport.download(f"{remote_dir}/wrfout_d01", target)
+    assert result.bytes_moved == 2 * MiB
+    assert result.sha256 == sha256
+    assert sha256_of(target) == sha256
+
+
+def test_unverified_partial_mismatch_restarts(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfbdy_d01"
+    sha256 = random_file(source, 2 * MiB)
+    partial = f"{remote_dir}/.wrfbdy_d01.{2 * MiB}-{int(source.stat().st_mtime)}.part"
+    transport.write_bytes(partial, os.urandom(1 * MiB))
+    result = transport.upload(source, f"{remote_dir}/wrfbdy_d01")
+    assert result.bytes_moved == 2 * MiB
+    assert sha256_of(Path(remote_dir) / "wrfbdy_d01") == sha256
+
+
+def test_link_rejects_unknown_host(testbed, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    program = find_ssh_program()
+    assert program is not None
+    with pytest.raises(HostKeyError, match="host key"):
+        with OpenSSHLink(ssh_config(testbed, known_hosts_file=empty), program):
+            pass
+
+
+def test_link_closes_master(testbed) -> None:
+    program = find_ssh_program()
+    assert program is not None
+    with OpenSSHLink(ssh_config(testbed), program) as link:
+        socket_path = Path(link.control_path)
+        assert socket_path.exists()
+    assert not socket_path.exists()
+    assert child_ssh_pids() == []
