@@ -145,6 +145,29 @@ class Cloudrun:
         """Delete the run's files; its record stays readable."""
         return Run.model_validate(self._request("DELETE", f"/v1/wrf/{id}"))
 
+    def download(
+        self, id: str, filename: str, destination: str | os.PathLike[str]  # noqa: A002
+    ) -> Path:
+        """Download an output file of a run to ``destination`` (a file or a directory)."""
+        target = Path(destination)
+        if target.is_dir():
+            target = target / filename
+        partial = target.with_name(f".{target.name}.part")
+        path = f"/v1/wrf/{id}/files/{filename}"
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes(1024 * 1024):
+                        handle.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise ConnectionLostError(f"GET {self.base_url}{path} failed: {exc}") from exc
+        partial.replace(target)
+        return target
+
     def share(self, id: str, user: str) -> Run:  # noqa: A002
         """Let another user read the run."""
         body = self._request("POST", f"/v1/wrf/{id}/share", data={"user": user})

@@ -181,3 +181,27 @@ def test_client_imports_stay_light() -> None:
             "or m.startswith('wrfbatch.service')]; print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
+
+
+
+def test_download_output_file(api: Cloudrun, tmp_path: Path) -> None:
+    run = api.create_run()
+    api.upload(run.id, demo_inputs(tmp_path / "inputs"))
+    api.start(run.id, 1)
+    done = api.wait(run.id, timeout_s=120, poll_interval_s=0.3)
+    output = done.output_files[0]
+    path = api.download(run.id, output.filename, tmp_path)
+    assert path == tmp_path / output.filename
+    assert path.stat().st_size == output.size
+    assert path.read_bytes()[:3] in (b"CDF", b"\x89HD")
+    log = api.download(run.id, "rsl.out.0000", tmp_path / "rsl.txt")
+    assert "SUCCESS COMPLETE WRF" in log.read_text()
+
+
+def test_download_unknown_file_rejected(api: Cloudrun, tmp_path: Path) -> None:
+    run = api.create_run()
+    with pytest.raises(NotFoundError, match="not an output file"):
+        api.download(run.id, "namelist.input", tmp_path)
+    with pytest.raises(InvalidInputError):
+        api.download(run.id, "a;b", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ import io
 import logging
 import secrets
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import BinaryIO
 
 from ..config import Settings
@@ -52,6 +53,8 @@ from .views import run_view, summary_json
 logger = logging.getLogger(__name__)
 
 NAMELIST = "namelist.input"
+# Logs a user may download besides the output files, while the run goes on too.
+DOWNLOADABLE_LOGS = ("rsl.out.0000", "rsl.error.0000")
 # How many of a cluster's newest finished runs calibrate the run-time estimates.
 CALIBRATION_RUNS = 50
 # States in which the run's inputs may change: never while jobs exist.
@@ -403,6 +406,34 @@ class RunManager:
         self.store.update_run(run_id, changes)
         logger.info("run %s: deleted", run_id)
         return self.get(run_id)
+
+    # ------------------------------------------------------------------ outputs
+
+    def download_output(self, run_id: str, filename: str) -> Path:
+        """Copy one of a run's output files (or rank 0's rsl logs) here; return its path.
+
+        The copy is kept in ``<data_dir>/downloads/<run_id>/`` and refreshed when
+        the cluster's file changes. Raises NotFoundError for a file that is not
+        an output of the run, and ConflictError after the run was deleted.
+        """
+        record = self.store.get_run(check_run_id(run_id))
+        check_file_name(filename)
+        if record.deleted:
+            raise ConflictError(f"run {run_id} was deleted, so its files are gone")
+        outputs = {f["filename"] for f in record.output_files} | set(DOWNLOADABLE_LOGS)
+        if filename not in outputs:
+            listed = ", ".join(sorted(outputs - set(DOWNLOADABLE_LOGS))[:5]) or "none yet"
+            raise NotFoundError(
+                f"{filename} is not an output file of run {run_id}; its output files: {listed}"
+            )
+        handle = self.clusters.get(record.cluster)
+        local = self.settings.service.data_dir / "downloads" / run_id / filename
+        remote = f"{handle.run_dir(run_id)}/{filename}"
+        if filename in DOWNLOADABLE_LOGS and not handle.transport.exists(remote):
+            raise NotFoundError(f"run {run_id} has no {filename} yet")
+        handle.transport.download(remote, local)
+        logger.info("run %s: downloaded %s", run_id, filename)
+        return local
 
     # ------------------------------------------------------------------ polling
 

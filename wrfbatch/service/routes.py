@@ -12,6 +12,7 @@ from typing import Annotated
 
 import anyio.from_thread
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -145,6 +146,17 @@ def delete_run(run_id: str, user: Caller, context: Context) -> Run:
     """Cancel the run's jobs and remove its files; its record stays readable."""
     context.writable_run(run_id, user, "delete")
     return context.manager.delete(run_id)
+
+
+@router.get("/{run_id}/files/{filename}", response_class=FileResponse,
+            summary="Download an output file of your WRF run",
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "the file's content"}})
+def download_file(run_id: str, filename: str, user: Caller, context: Context) -> FileResponse:
+    """Return an output file listed in the run's ``output_files``, or rsl.out.0000/rsl.error.0000."""
+    context.readable_run(run_id, user)
+    path = context.manager.download_output(run_id, filename)
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)
 
 
 @router.post("/{run_id}/share", response_model=Run, summary="Share your WRF run",
