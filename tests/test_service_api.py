@@ -274,7 +274,8 @@ def test_openapi_lists_endpoints(api: Api) -> None:
     paths = api.client.get("/openapi.json").json()["paths"]
     assert set(paths) == {"/v1/wrf", "/v1/wrf/{run_id}", "/v1/wrf/{run_id}/upload",
                           "/v1/wrf/{run_id}/setup", "/v1/wrf/{run_id}/start",
-                          "/v1/wrf/{run_id}/stop", "/v1/wrf/{run_id}/share"}
+                          "/v1/wrf/{run_id}/stop", "/v1/wrf/{run_id}/share",
+                          "/v1/wrf/{run_id}/files/{filename}"}
 
 
 def test_openapi_documents_form_body(api: Api) -> None:
