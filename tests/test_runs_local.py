@@ -138,6 +138,8 @@ def test_failing_real_stage_names_cause(manager, small_namelist, tmp_path):
     assert run.error.code == "missing_input"
     assert run.error.message.startswith("real stage failed")
     assert "met_em.d01.2019-09-04_15:00:00.nc" in run.error.message
+    assert run.stage == "real"
+    assert [job.state for job in run.jobs] == ["FAILED", "CANCELLED"]
 
 
 def test_crash_classified_cfl(manager, small_namelist, tmp_path):

@@ -190,10 +190,14 @@ class ClusterRefresher:
 
     def _after_end(self, handle: ClusterHandle, run_id: str, decision: Decision) -> None:
         if decision.status == RunState.ERROR:
-            cancel = [j.job_id for j in self.store.jobs_for_run(run_id) if j.job_id
-                      and not j.state.final]
-            if cancel:
-                handle.scheduler.cancel(cancel)
+            # The stages after the failed one can never run (their dependency failed).
+            waiting = [j for j in self.store.jobs_for_run(run_id) if j.job_id
+                       and not j.state.final]
+            if waiting:
+                handle.scheduler.cancel([j.job_id for j in waiting if j.job_id])
+                now = datetime.now(UTC)
+                self.store.update_jobs([(j.id, {"state": JobState.CANCELLED, "time_ended": now})
+                                        for j in waiting])
         self.collect_outputs(handle, run_id)
 
     def _classify(self, handle: ClusterHandle, run: RunRecord, decision: Decision) -> RunError:
