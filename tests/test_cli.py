@@ -191,3 +191,17 @@ def test_demo_ends_done(tmp_path: Path) -> None:
     assert "is done" in result.stdout
     assert "wrfout_d01_2019-01-01_03:00:00" in result.stdout
     assert (tmp_path / "xdg" / "wrfbatch" / "wrf" / "3.9" / "main" / "wrf.exe").exists()
+
+
+def test_validate_lists_missing_met_em(tmp_path: Path) -> None:
+    from conftest import SMALL_NAMELIST
+
+    namelist = tmp_path / "namelist.input"
+    namelist.write_text(SMALL_NAMELIST)
+    (tmp_path / "met").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "wrfbatch.cli", "validate", "--version", "3.9",
+         "--met-em", str(tmp_path / "met"), str(namelist)],
+        capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "missing met_em file met_em.d01.2019-09-04_15:00:00.nc" in result.stdout

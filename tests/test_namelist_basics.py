@@ -154,3 +154,10 @@ def test_params_reject_short_window():
     with pytest.raises(ValueError, match="interval_seconds"):
         NamelistParams(start=datetime(2019, 9, 4, 12), end=datetime(2019, 9, 4, 13), dx_m=12000,
                        domains=[DomainParams(e_we=60, e_sn=50)])
+
+
+def test_unclosed_group_named():
+    text = SMALL.replace("history_interval = 60,\n/", "history_interval = 60,")
+    with pytest.raises(NamelistError, match="&time_control is not closed with '/' before "
+                                            "&domains"):
+        read_namelist(text)

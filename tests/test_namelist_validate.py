@@ -240,3 +240,23 @@ def test_physics_suite_unknown():
 
 def test_unknown_group_warning():
     assert "&physic:" in warnings(SMALL + "&physic\n mp_physics = 3,\n/\n")[0]
+
+
+def test_end_before_start_reported_once():
+    from wrfbatch.namelist.validate import validate_namelist
+
+    text = """&time_control
+ start_year = 2019, start_month = 9, start_day = 4, start_hour = 12,
+ end_year = 2019, end_month = 9, end_day = 3, end_hour = 18,
+ interval_seconds = 21600,
+/
+&domains
+ max_dom = 1, e_we = 50, e_sn = 45, e_vert = 30, dx = 30000, dy = 30000, time_step = 180,
+ num_metgrid_levels = 27,
+/
+&namelist_quilt
+/
+"""
+    messages = [str(problem) for problem in validate_namelist(text, "3.9").errors]
+    assert any("before" in message or "after" in message for message in messages)
+    assert not any("longer than end minus start" in message for message in messages)

@@ -221,6 +221,7 @@ def namelist_problems(
 
     With ``met_em_dir``, the headers of the met_em files there are checked too.
     """
+    from ..namelist import required_input_files
     from ..namelist.metem_check import MET_EM_NAME, met_em_problems
     from ..namelist.validate import validate_namelist
 
@@ -230,6 +231,13 @@ def namelist_problems(
         if met_em_dir is not None and result.summary is not None:
             files = [p for p in sorted(met_em_dir.iterdir()) if MET_EM_NAME.match(p.name)]
             result.extend(met_em_problems(result.summary, files))
+            present = {p.name for p in files}
+            missing = [name for name in required_input_files(result.summary)
+                       if name.startswith("met_em.") and name not in present]
+            if missing:
+                return [str(p) for p in result.errors] + [
+                    f"missing met_em file {name} in {met_em_dir}" for name in missing
+                ], [str(p) for p in result.warnings]
     except NamelistError as exc:
         return exc.problems or [exc.message], []
     except (InvalidInputError, NotFoundError) as exc:

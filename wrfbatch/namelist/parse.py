@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ def read_namelist(text: str) -> f90nml.Namelist:
     """Parse namelist text; raise NamelistError with the parser's reason when it is not valid."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return f90nml.read(io.StringIO(text))
+            namelist = f90nml.read(io.StringIO(text))
     # f90nml reports syntax errors with several exception types (and prints its scanner
     # state), so every exception from the parser means "not a valid namelist".
     except Exception as exc:
@@ -29,6 +30,26 @@ def read_namelist(text: str) -> f90nml.Namelist:
             "check the line it names for a missing '/', quote or comma",
             [str(exc)],
         ) from exc
+    _check_groups_closed(text, namelist)
+    return namelist
+
+
+_GROUP_HEADER = re.compile(r"^\s*&(\w+)", re.MULTILINE)
+
+
+def _check_groups_closed(text: str, namelist: f90nml.Namelist) -> None:
+    """Raise NamelistError for a group that f90nml dropped because the one before is open.
+
+    f90nml reads ``&a ... &b ... /`` as group ``a`` alone, so a missing ``/``
+    would otherwise show up later as a missing group.
+    """
+    headers = [match.group(1).lower() for match in _GROUP_HEADER.finditer(text)]
+    for previous, header in zip(headers, headers[1:]):
+        if header not in namelist:
+            problem = (f"&{previous} is not closed with '/' before &{header}, so &{header} "
+                       "was not read")
+            raise NamelistError(f"namelist.input: {problem}; add a line with '/' at the end "
+                                f"of &{previous}", [problem])
 
 
 @dataclass

@@ -126,7 +126,7 @@ def date_problems(nml: f90nml.Namelist, max_dom: int, real_data: bool) -> list[P
     interval = setting(nml, "time_control", "interval_seconds", 21600)
     problems += _window_problems(start, end, interval, real_data)
     length = run_length(nml)
-    if real_data and length > end - start:
+    if real_data and end > start and length > end - start:
         problems.append(error(
             "time_control", "run_*", str(length),
             f"the forecast length run_* ({length}) is longer than end minus start "
