@@ -87,15 +87,7 @@ class JobMethods(StoreBase):
             NotFoundError: no job has this id.
             InvalidInputError: a field is unknown or read-only, or a state is invalid.
         """
-        unknown = set(changes) - UPDATABLE_JOB_FIELDS
-        if unknown:
-            raise InvalidInputError(
-                f"cannot update job field(s) {sorted(unknown)}: updatable fields are "
-                f"{sorted(UPDATABLE_JOB_FIELDS)}"
-            )
-        values = dict(changes)
-        if "state" in values:
-            values["state"] = _coerce_enum(JobState, values["state"], "job state")
+        values = self._checked_job_changes(changes)
         with self._transaction(write=True) as session:
             row = session.get(Job, job_key, with_for_update=True)
             if row is None:
