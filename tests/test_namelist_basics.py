@@ -161,3 +161,22 @@ def test_unclosed_group_named():
     with pytest.raises(NamelistError, match="&time_control is not closed with '/' before "
                                             "&domains"):
         read_namelist(text)
+
+
+@pytest.mark.parametrize("setting", ["&physics\n sst_update = 1,\n/\n",
+                                     "&fdda\n grid_fdda = 0, 1,\n/\n"])
+def test_nest_needs_every_time_with_updates(setting):
+    text = SMALL.replace("max_dom = 1, e_we = 142, e_sn = 133",
+                         "max_dom = 2, e_we = 142, 100, e_sn = 133, 100, dx = 12000, 4000,"
+                         " dy = 12000, 4000, parent_id = 0, 1, i_parent_start = 1, 30,"
+                         " j_parent_start = 1, 30, parent_grid_ratio = 1, 3")
+    text = text.replace(", dx = 12000, dy = 12000,", ",")
+    for part in ("year", "month", "day", "hour"):
+        text = text.replace(f"start_{part} = ", f"start_{part} = 2*").replace(
+            f"end_{part} = ", f"end_{part} = 2*")
+    plain = required_input_files(summary_of(text))
+    updated = required_input_files(summary_of(text + setting))
+    assert [f for f in plain if ".d02." in f] == ["met_em.d02.2019-09-04_12:00:00.nc"]
+    assert [f for f in updated if ".d02." in f] == [
+        "met_em.d02.2019-09-04_12:00:00.nc", "met_em.d02.2019-09-04_18:00:00.nc",
+        "met_em.d02.2019-09-05_00:00:00.nc"]

@@ -33,16 +33,21 @@ def met_em_times(summary: NamelistSummary) -> list[datetime]:
 def required_input_files(summary: NamelistSummary) -> list[str]:
     """Return the files a real-data run needs before real.exe starts.
 
-    Domain 1 needs a met_em file for every time of the window; nests need
-    only their start time (sst_update, grid_fdda and qna_update, which need
-    more, are not yet taken into account). A restart run needs the restart
-    file of every domain at the start time instead.
+    Domain 1 needs a met_em file for every time of the window. A nest needs
+    only its start time, unless sst_update or qna_update is on, or grid_fdda
+    is on for that nest: real.exe then reads the nest's files at every time
+    from its start to the end. A restart run also needs the restart file of
+    every domain at the start time.
     """
     if summary.ideal:
         return ["input_sounding"]
-    files = [met_em_file_name(1, t, summary.nocolons) for t in met_em_times(summary)]
+    times = met_em_times(summary)
+    files = [met_em_file_name(1, t, summary.nocolons) for t in times]
+    all_times = summary.extra.get("nest_needs_all_times") or [False] * summary.max_dom
     for domain in range(2, summary.max_dom + 1):
-        files.append(met_em_file_name(domain, summary.starts[domain - 1], summary.nocolons))
+        start = summary.starts[domain - 1]
+        nest_times = [t for t in times if t >= start] if all_times[domain - 1] else [start]
+        files += [met_em_file_name(domain, t, summary.nocolons) for t in nest_times]
     if summary.restart:
         stamp = format_wrf_date(summary.start, summary.nocolons)
         files += [f"wrfrst_d{d:02d}_{stamp}" for d in range(1, summary.max_dom + 1)]

@@ -217,5 +217,16 @@ def summarize(namelist: f90nml.Namelist) -> NamelistSummary:
             "j_parent_start": [int(v) for v in _per_domain(namelist, "domains", "j_parent_start",
                                                           max_dom, 1)],
             "num_land_cat": int(_first(namelist.get("physics", {}).get("num_land_cat"), 21)),
+            "nest_needs_all_times": _nest_needs_all_times(namelist, max_dom),
         },
     )
+
+
+def _nest_needs_all_times(namelist: f90nml.Namelist, max_dom: int) -> list[bool]:
+    """Return per domain whether real.exe reads its met_em files at every time, not only at
+    the start: with sst_update or qna_update (all domains) or grid_fdda (that domain)."""
+    physics = namelist.get("physics", {})
+    everywhere = any(int(_first(physics.get(name), 0) or 0) for name in ("sst_update",
+                                                                        "qna_update"))
+    fdda = _per_domain(namelist, "fdda", "grid_fdda", max_dom, 0)
+    return [everywhere or bool(int(value or 0)) for value in fdda]
