@@ -20,6 +20,7 @@ from ..errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    RemoteCommandError,
     SchedulerUnavailableError,
     SubmitError,
     TransferError,
@@ -274,7 +275,8 @@ class RunManager:
             results = handle.transport.upload_many(
                 [(self.uploads.path(run_id, f.filename), f"{run_dir}/{f.filename}")
                  for f in pending])
-        except TransferError as exc:
+        except (TransferError, RemoteCommandError) as exc:
+            # The copy itself failed (a full disk, for example), not the connection.
             self._fail_staging(run_id, exc)
             raise
         for file, result in zip(pending, results, strict=True):
@@ -282,7 +284,7 @@ class RunManager:
             logger.debug("run %s: staged %s (%s)", run_id, file.filename,
                          "unchanged" if result.skipped else f"{result.bytes_moved} bytes")
 
-    def _fail_staging(self, run_id: str, exc: TransferError) -> None:
+    def _fail_staging(self, run_id: str, exc: TransportError) -> None:
         """Mark a run ``error`` when an input could not be copied (a full disk, for example).
 
         A dropped connection is not a TransferError, so it leaves the run as it was.
@@ -396,9 +398,9 @@ class RunManager:
         if record.status.running:
             self._submitter.cancel_attempt(handle, run_id, record.attempt)
             changes.update(status=RunState.STOPPED, time_stopped=_now())
-            # A cancelled job still writes its state file while it ends: removing the
-            # directory before then would leave that file behind.
-            self._submitter.wait_until_ended(handle, run_id, record.attempt)
+        # A cancelled job (here or by an earlier stop) still writes its state file while it
+        # ends: removing the directory before then would leave that file behind.
+        self._submitter.wait_until_ended(handle, run_id, record.attempt)
         handle.transport.remove_tree(handle.run_dir(run_id))
         self.uploads.remove_run(run_id)
         for file in record.input_files:
