@@ -6,18 +6,22 @@ into which 10,000 runs, each with three input files, are bulk-inserted before
 it starts. Ten users own 1,000 runs each.
 
 List latency: pages of 100 runs (``limit=100``, offsets cycling through all
-pages) requested one after another with an admin token (who sees every run)
-and with an ordinary user's token (who sees the 1,000 runs they own); p50 and
-p99 of the client-side latency on a kept-alive connection.
+pages), requested one after another on a kept-alive connection with an admin
+token (every run is visible) and with an ordinary user's token (the 1,000 runs
+that user owns are visible). The figures are p50 and p99 of the client-side
+latency.
 
 Lifecycle overhead: 50 clients, each with its own user, token and HTTP
 connection, create a run, upload a tiny namelist.input and met_em set, set it
-up and start it on one core. The upload is the data transfer and is left out:
-each client's create, setup and start are timed by the service itself (the
-``duration_ms`` of its request log), and a lifecycle's overhead is the sum of
-those three. All 50 clients run at once, so the figure includes their
-contention for the machine's CPUs. The stand-in WRF jobs that start are
-stopped afterwards; the WRF run itself is not measured.
+up and start it on one core, all 50 in step, one phase after another. The
+upload phase is the data transfer and is left out. The target applies to the
+service process's CPU time in the create, setup and start phases per
+lifecycle: on this embedded default, the jobs that start (supervisors and the
+stand-in WRF programs, which on a cluster run on compute nodes) share the
+service's CPUs, so wall time here measures them too. The wall time per
+lifecycle of the three phases and each lifecycle's time in the service (the
+``duration_ms`` of the request log, which includes waiting behind the other
+49 clients) are printed beside it. The started runs are stopped afterwards.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ A real service (``wrfbatch serve`` in a subprocess, embedded default cluster)
 receives one ``POST /v1/wrf/{id}/upload`` whose multipart body the client
 generates on the fly (the same random 1 MiB block repeated), so neither side
 holds the file. The service's peak resident memory (VmHWM in /proc) is read
-after a small warm-up upload and again after the large one; the rise is the
-memory that the large upload cost. The stored file's size and SHA-256 are
-checked against what was sent.
+after a small warm-up upload and again after the large one, and the rise is
+what the large upload cost. The size and SHA-256 that the service recorded
+are checked against what was sent.
 """
 
 from __future__ import annotations

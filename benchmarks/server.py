@@ -45,7 +45,7 @@ class ServiceProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the service and wait until it answers HTTP requests."""
+        """Start the service and wait until it responds to HTTP requests."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wrfbatch.cli", "--log-level", "INFO", "serve",
@@ -61,7 +61,7 @@ class ServiceProcess:
                 return
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise RuntimeError(f"the service did not answer within {START_TIMEOUT_S} s; "
+        raise RuntimeError(f"the service did not respond within {START_TIMEOUT_S} s; "
                            f"see {self.log_path}")
 
     def memory_kib(self) -> dict[str, int]:

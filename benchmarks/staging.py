@@ -2,10 +2,12 @@
 
 Each round times, for each direction: OpenSSH ``scp`` (same key, pinned
 known_hosts, the same cipher preference as wrfbatch), wrfbatch's SSHTransport
-(``upload_many``/``download_many`` for the set, ``upload``/``download`` for the
-single file) and a local ``cp``. The figures are medians over the rounds, and
-the ratio is scp's time over wrfbatch's time (throughput ratio). Destinations
-are emptied before every measurement, so nothing is skipped as identical.
+with its default settings (``upload_many``/``download_many``), the same with
+``verify_remote_sha256`` on (the cluster hashes every file too), and a local
+``cp``. The figures are medians over the rounds, and the ratio is scp's time
+over wrfbatch's time (throughput ratio); the targets apply to the default
+settings. Destinations are emptied before every measurement, so nothing is
+skipped as identical.
 """
 
 from __future__ import annotations
@@ -43,17 +45,19 @@ def run(quick: bool) -> list[Figure]:
     work = Path(tempfile.mkdtemp(prefix="wrfbatch-bench-staging-"))
     remote = f"{env['TESTBED_REMOTE_HOME']}/wrfbatch-bench-staging"
     transport = SSHTransport(config)
+    verified = SSHTransport(config.model_copy(update={"verify_remote_sha256": True}))
     try:
         files = _make_inputs(work, quick, big_bytes)
         cases = {"set": files[:-1], "1 file": files[-1:]}
         times: dict[str, list[float]] = {}
         for _ in range(rounds):
             for case, paths in cases.items():
-                _measure_case(case, paths, work, remote, transport, config, times)
+                _measure_case(case, paths, work, remote, (transport, verified), times)
         return _figures(times, {"set": set_bytes, "1 file": big_bytes})
     finally:
         transport.remove_tree(remote)
         transport.close()
+        verified.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -76,9 +80,10 @@ def _random_bytes(size: int) -> bytes:
 
 
 def _measure_case(
-    case: str, paths: list[Path], work: Path, remote: str, transport: SSHTransport,
-    config: object, times: dict[str, list[float]],
+    case: str, paths: list[Path], work: Path, remote: str,
+    transports: tuple[SSHTransport, SSHTransport], times: dict[str, list[float]],
 ) -> None:
+    transport, verified = transports
     back = work / "back"
     names = [path.name for path in paths]
     scp = _scp_command(transport)
@@ -96,6 +101,8 @@ def _measure_case(
                                                      check=True),
         f"{case} upload: scp": lambda: subprocess.run(
             [*scp, *map(str, paths), f"{target}:{remote}/"], check=True),
+        f"{case} upload: wrfbatch, remote SHA-256": lambda: verified.upload_many(
+            [(path, f"{remote}/{path.name}") for path in paths]),
         f"{case} upload: wrfbatch": lambda: transport.upload_many(
             [(path, f"{remote}/{path.name}") for path in paths]),
     }
@@ -107,6 +114,8 @@ def _measure_case(
         f"{case} download: scp": lambda: subprocess.run(
             [*scp, *[f"{target}:{remote}/{name}" for name in names], str(back)], check=True),
         f"{case} download: wrfbatch": lambda: transport.download_many(
+            [(f"{remote}/{name}", back / name) for name in names]),
+        f"{case} download: wrfbatch, remote SHA-256": lambda: verified.download_many(
             [(f"{remote}/{name}", back / name) for name in names]),
     }
     for name, action in downloads.items():
@@ -137,6 +146,9 @@ def _figures(times: dict[str, list[float]], sizes: dict[str, int]) -> list[Figur
                                   "", None))
             figures.append(Figure(f"{case} {direction}: wrfbatch / scp throughput", scp / ours,
                                   "x", f">= {target}", scp / ours >= target))
+            checked = median(times[f"{case} {direction}: wrfbatch, remote SHA-256"])
+            figures.append(Figure(f"{case} {direction}: with remote SHA-256 / scp", scp / checked,
+                                  "x", "", None))
         if f"{case} upload: cp" in times:
             copy = median(times[f"{case} upload: cp"])
             figures.append(Figure(f"{case}: local cp (physical limit)", size / copy / MiB,

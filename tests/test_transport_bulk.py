@@ -17,7 +17,7 @@ import pytest
 from ssh_support import established, is_running
 
 from wrfbatch.config import SSHConfig
-from wrfbatch.errors import HostKeyError
+from wrfbatch.errors import HostKeyError, TransferError
 from wrfbatch.transports.openssh import OpenSSHLink, find_ssh_program
 from wrfbatch.transports.ssh import SSHTransport
 
@@ -263,6 +263,24 @@ def test_unverified_partial_mismatch_restarts(
     result = transport.upload(source, f"{remote_dir}/wrfbdy_d01")
     assert result.bytes_moved == 2 * MiB
     assert sha256_of(Path(remote_dir) / "wrfbdy_d01") == sha256
+
+
+def test_upload_source_changed_rejected(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "wrfinput_d01"
+    random_file(source, 8 * MiB)
+    changed: list[bool] = []
+
+    def append_once(done: int, total: int) -> None:
+        if not changed:
+            with source.open("ab") as handle:
+                handle.write(b"more")
+            changed.append(True)
+
+    with pytest.raises(TransferError, match="changed"):
+        transport.upload(source, f"{remote_dir}/wrfinput_d01", progress=append_once)
+    assert not (Path(remote_dir) / "wrfinput_d01").exists()
 
 
 def test_link_rejects_unknown_host(testbed, tmp_path: Path) -> None:

@@ -792,13 +792,13 @@ class SSHTransport(Transport):
         self, link: _LazyLink, local_path: Path, partial: str, offset: int, source: _Source,
         digest: hashlib._Hash, progress: ProgressCallback | None,
     ) -> tuple[int, str | None]:
-        """Stream the file into the partial file through ``ssh``; return bytes sent and the
-        SHA-256 of the whole partial file that the cluster computed as the bytes arrived, or
-        None when ``verify_remote_sha256`` is off."""
+        """Stream the file into the partial file through ``ssh``; return the bytes sent and
+        the SHA-256 of the whole partial file as the cluster computed it while the bytes
+        arrived. That SHA-256 is None when ``verify_remote_sha256`` is off."""
         command = _receive_command(shlex.quote(partial), offset,
                                    self.config.verify_remote_sha256)
-        result = stream_from_file(link.get(), command, local_path, offset,
-                                  _hashing_consumer(digest, offset, source.size, progress))
+        result = stream_from_file(link.get(), command, local_path, offset, digest.update,
+                                  _progress_reporter(source.size, progress))
         # The hash comes from a second read of the file, so a change during the upload could
         # make it differ from the bytes sent: a source whose size or time changed is rejected.
         if _local_source(local_path) != source:
@@ -975,8 +975,10 @@ class SSHTransport(Transport):
                 self._once, f"hashing {remote_path}",
                 lambda attempt: self._remote_sha256(remote_path, attempt),
             ) if self.config.verify_remote_sha256 else None
-            result = stream_into_file(link.get(), command, partial, offset,
-                                      _hashing_consumer(digest, offset, source.size, progress))
+            # Without a progress callback, ssh writes the file itself, which is faster.
+            written = None if progress is None else _progress_reporter(source.size, progress)
+            result = stream_into_file(link.get(), command, partial, offset, digest.update,
+                                      written)
             self._check_stream(link.get(), command, result)
             return result.bytes_moved, remote_sha256.result() if remote_sha256 else None
 
@@ -1213,20 +1215,11 @@ def _copy_chunks(
     return done - offset
 
 
-def _hashing_consumer(
-    digest: hashlib._Hash, offset: int, size: int, progress: ProgressCallback | None
-) -> Callable[[bytes], None]:
-    """Return a function that adds each chunk to ``digest`` and reports progress."""
-    done = offset
-
-    def consume(chunk: bytes) -> None:
-        nonlocal done
-        digest.update(chunk)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, size)
-
-    return consume
+def _progress_reporter(size: int, progress: ProgressCallback | None) -> Callable[[int], None]:
+    """Return a function that reports (bytes done, ``size``) to ``progress``, if given."""
+    if progress is None:
+        return lambda done: None
+    return lambda done: progress(done, size)
 
 
 def _prefix_digest(path: Path, length: int) -> hashlib._Hash:
