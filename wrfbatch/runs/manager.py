@@ -2,8 +2,8 @@
 
 This is the only module that sets the order of the steps. States move
 ``created -> ready -> starting -> active -> done | error``, with ``stopped``
-from a running state; every transition is a guarded update in the store, so
-two callers racing on one run cannot both win (the loser gets ConflictError).
+from a running state. Every transition is a guarded update in the store, so
+two callers racing on one run cannot both win: the loser gets ConflictError.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ..namelist.params import NamelistParams, render_namelist
 from ..namelist.parse import NamelistSummary
 from ..rendering import TemplateRenderer
 from ..schedulers.base import CheckResult
-from ..states import JobState, RunState, Stage
+from ..states import RunState
 from ..store import Store
 from ..store.records import RunRecord
 from .clusters import ClusterHandle, ClusterRegistry
@@ -311,11 +311,11 @@ class RunManager:
     def start(self, run_id: str, cores: int) -> Run:
         """Submit the run's jobs with ``cores`` MPI tasks for wrf.exe.
 
-        Raises ConflictError unless the run is ``ready``, InvalidInputError
-        for a core count that the grid does not allow (with the valid ones),
-        SchedulerUnavailableError when the controller does not respond (the run
-        stays ``ready`` and a later start submits exactly once), and
-        SubmitError when the scheduler rejects a job (the run stays ``ready``).
+        Raises ConflictError unless the run is ``ready``, and InvalidInputError
+        for a core count that the grid does not allow (with the valid ones).
+        SchedulerUnavailableError means the controller did not respond: the run
+        stays ``ready`` and a later start submits exactly once. SubmitError
+        means the scheduler rejected a job, and the run stays ``ready`` too.
         """
         record = self.store.get_run(check_run_id(run_id))
         self._require(record.status, {RunState.READY}, "start", self._start_fix(record))
@@ -510,4 +510,4 @@ class RunManager:
             raise ConflictError(f"cannot {action} a run that is {state.value}: {fix}")
 
 
-__all__ = ["RunManager", "NotFoundError", "JobState", "Stage"]
+__all__ = ["RunManager"]
