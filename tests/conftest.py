@@ -7,6 +7,7 @@ root) and skips with the reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -185,26 +186,41 @@ def postgres_url() -> str:
     return url
 
 
+@contextlib.contextmanager
+def _fresh_schema(base_url: str) -> Iterator[str]:
+    """Create a schema in the test PostgreSQL and yield a URL that uses it; drop it after."""
+    from uuid import uuid4
+
+    from sqlalchemy import create_engine, make_url, text
+
+    schema = f"test_{uuid4().hex[:12]}"
+    engine = create_engine(base_url)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """URL of a fresh, empty schema in the test PostgreSQL, dropped after the test."""
+    with _fresh_schema(postgres_url) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of an empty database: a SQLite file, or a fresh schema in the test PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'wrfbatch.db'}"
         return
-    from uuid import uuid4
-
-    from sqlalchemy import create_engine, make_url, text
-
-    base_url = request.getfixturevalue("postgres_url")
-    schema = f"test_{uuid4().hex[:12]}"
-    engine = create_engine(base_url)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
+    with _fresh_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------- lifecycle settings

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from wrfbatch.config import SSHConfig
+
 
 def established(port: int, extra: str = "") -> list[str]:
     """Return ``ss`` lines of established TCP connections to or from ``port``."""
@@ -49,3 +51,13 @@ def is_running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def ssh_config(testbed, **overrides: object) -> SSHConfig:
+    """Return SSH settings for the testbed user, with ``overrides`` applied."""
+    values: dict[str, object] = dict(
+        host=testbed.ssh_host, port=testbed.ssh_port, user=testbed.ssh_user,
+        key_file=testbed.ssh_key, known_hosts_file=testbed.known_hosts,
+    )
+    values.update(overrides)
+    return SSHConfig(**values)

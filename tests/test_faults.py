@@ -387,27 +387,10 @@ class RecordingRefresh:
             self.log.append((self.name, started, time.monotonic()))
 
 
-@pytest.fixture
-def shared_postgres(postgres_url: str) -> Iterator[str]:
-    """A fresh schema in the test PostgreSQL database, for two service processes to share."""
-    from uuid import uuid4
-
-    from sqlalchemy import create_engine, make_url, text
-
-    schema = f"faults_{uuid4().hex[:12]}"
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
-
-
-def test_two_services_one_poller(testbed_settings, shared_postgres, small_namelist, tmp_path):
+def test_two_services_one_poller(testbed_settings, postgres_schema_url, small_namelist,
+                                 tmp_path):
     settings = testbed_settings.model_copy(update={"service": testbed_settings.service.model_copy(
-        update={"database_url": shared_postgres})})
+        update={"database_url": postgres_schema_url})})
     managers = [RunManager(settings), RunManager(settings)]
     log: list[tuple[str, float, float]] = []
     pollers = [Poller(RecordingRefresh(m, f"service-{i}", log), m.store, ["testbed"],

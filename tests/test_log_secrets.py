@@ -11,33 +11,17 @@ text must not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from service_support import LiveServer, add_user, demo_inputs
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
 from cloudrun import Cloudrun
 from wrfbatch.config import Settings
 from wrfbatch.store import Store
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def postgres_schema_url(postgres_url: str) -> Iterator[str]:
-    from uuid import uuid4
-
-    schema = f"secrets_{uuid4().hex[:12]}"
-    engine = create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    url = make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    engine.dispose()
 
 
 def key_fragments(key_file: Path) -> list[str]:

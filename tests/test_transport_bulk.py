@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ssh_support import established, is_running
+from ssh_support import established, is_running, ssh_config
 
-from wrfbatch.config import SSHConfig
 from wrfbatch.errors import HostKeyError, TransferError
 from wrfbatch.transports.openssh import OpenSSHLink, find_ssh_program
 from wrfbatch.transports.ssh import SSHTransport
@@ -27,15 +26,6 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(find_ssh_program() is None, reason="the OpenSSH ssh program is missing"),
 ]
-
-
-def ssh_config(testbed, **overrides: object) -> SSHConfig:
-    values: dict[str, object] = dict(
-        host=testbed.ssh_host, port=testbed.ssh_port, user=testbed.ssh_user,
-        key_file=testbed.ssh_key, known_hosts_file=testbed.known_hosts,
-    )
-    values.update(overrides)
-    return SSHConfig(**values)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from ssh_support import cut_connections, own_local_ports
+from ssh_support import cut_connections, own_local_ports, ssh_config
 
 from wrfbatch.config import ClusterConfig, SSHConfig
 from wrfbatch.errors import (
@@ -40,15 +40,6 @@ MiB = 1024 * 1024
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="cutting a connection kills sshd processes, which needs root"
 )
-
-
-def ssh_config(testbed, **overrides: object) -> SSHConfig:
-    values: dict[str, object] = dict(
-        host=testbed.ssh_host, port=testbed.ssh_port, user=testbed.ssh_user,
-        key_file=testbed.ssh_key, known_hosts_file=testbed.known_hosts,
-    )
-    values.update(overrides)
-    return SSHConfig(**values)
 
 
 @pytest.fixture
