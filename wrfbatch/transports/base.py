@@ -1,6 +1,6 @@
 """The transport interface: run commands and move files on a cluster.
 
-A transport knows nothing about runs or schedulers. Commands given as a list
+A transport has no notion of runs or schedulers. Commands given as a list
 of arguments are quoted with :func:`shlex.join`; a command given as a string
 is passed to the remote shell as it is, so the caller must have quoted every
 value in it.

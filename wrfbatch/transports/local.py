@@ -198,4 +198,4 @@ class LocalTransport(Transport):
             ) from exc
 
     def close(self) -> None:
-        """Nothing to close: the local transport holds no connection."""
+        """Nothing to close: the local transport keeps no connection open."""

@@ -30,7 +30,7 @@ Transfers. File content moves through the OpenSSH ``ssh`` program when it is
 installed (see :mod:`.openssh` for why and how), over paramiko SFTP otherwise.
 A file is written under a partial name in the destination directory,
 ``.<name>.<size>-<mtime>.part``, checked against the source's size and then
-renamed into place, so the final name never holds a partial file. The partial
+renamed into place, so the final name never has a partial file. The partial
 name depends only on the destination and the source's size and modification
 time, so an interrupted transfer of an unchanged source resumes from the
 partial file's length once the partial file's content is verified (by SHA-256)
@@ -130,7 +130,7 @@ _REMOTE_HASHER = (
 AUTO = "auto"
 # Two files at a time hide each file's round trips (stat, resume check, rename) behind the
 # other's data. More streams do not add throughput on one connection, because one ssh
-# process encrypts them all, and two connections moved 1 GiB no faster than one on the
+# process encrypts them all. Two connections moved 1 GiB no faster than one on the
 # 2-core benchmark machine, where the ssh client and sshd already use both cores.
 DEFAULT_TRANSFER_STREAMS = 2
 # Transfer batches (OpenSSH connections) of one transport that may run at once.
@@ -432,7 +432,7 @@ class SSHTransport(Transport):
                 # "Unable to open channel." instead of ChannelException.
                 if not transport.is_active():
                     raise
-                logger.debug("%s refused a channel (%s); trying again in %.2f s",
+                logger.debug("%s rejected a channel open (%s); retrying in %.2f s",
                              self._where, exc, delay_s)
                 time.sleep(delay_s)
         return opener(self._connection(attempt))
@@ -658,12 +658,12 @@ class SSHTransport(Transport):
     #
     # Measured on the benchmark machine (benchmarks/staging.py, 1 GiB file): the local
     # SHA-256 pass takes 0.9 s and coreutils sha256sum 4.4 s, against 2.9 s for scp to move
-    # the file. So no transfer hashes in a pass of its own any more: the partial file is
-    # named by the source's size and modification time, the local digest is updated while
-    # the bytes move, and only with verify_remote_sha256 does the cluster hash the bytes as
-    # they arrive (uploads) or while they are sent (downloads). Content hashes are read
-    # first only to skip a destination of the same size, and to check a partial file
-    # before resuming it.
+    # the file. So no transfer hashes in a pass of its own: the partial file is named by
+    # the source's size and modification time, and the local digest is updated while the
+    # bytes move. Only with verify_remote_sha256 does the cluster hash the bytes as they
+    # arrive (uploads) or while they are sent (downloads). Content hashes are read first
+    # only to skip a destination of the same size, and to check a partial file before
+    # resuming it.
 
     def upload(
         self, local_path: Path, remote_path: str, *, progress: ProgressCallback | None = None
