@@ -308,6 +308,22 @@ def test_real_cancel_state_file(
     assert "signal=15" in Path(state_file_path(str(run_dir), Stage.REAL)).read_text()
 
 
+def test_unresolvable_install_entry_fails_stage(
+    tmp_path: Path, fake_install: Path, local_scheduler
+) -> None:
+    # A symlink loop in the install: readlink -f fails, and the stage must stop there
+    # rather than link an empty or partial target and run on.
+    (fake_install / "run" / "LOOP.TBL").symlink_to("LOOP.TBL")
+    run_dir = run_dir_for(tmp_path)
+    job_id = submit_stage(local_scheduler, run_dir, fake_install, Stage.REAL)
+    assert wait_for_state(local_scheduler, job_id) is JobState.FAILED
+    assert read_state(run_dir, Stage.REAL).exit_code == 1
+    error_log = (run_dir / ".wrfbatch" / f"real-{job_id}.err").read_text()
+    assert "cannot resolve" in error_log
+    assert "LOOP.TBL" in error_log
+    assert not (run_dir / "rsl.out.0000").exists()
+
+
 def read_state_or_none(run_dir: Path):  # noqa: ANN201
     path = Path(state_file_path(str(run_dir), Stage.REAL))
     return parse_state_file(path.read_text()) if path.exists() else None

@@ -118,12 +118,20 @@ link_install_files() {
         if [[ $name == namelist.input ]] || [[ -e $name && ! -L $name ]]; then
             continue
         fi
-        ln -sfn -- "$(readlink -f -- "$entry")" "$name"
+        link_absolute "$entry" "$name"
     done
     if [[ ! -x $wrf_install/main/$program ]]; then
         fail "$wrf_install/main/$program is missing or not executable: check the WRF install"
     fi
-    ln -sfn -- "$(readlink -f -- "$wrf_install/main/$program")" "$program"
+    link_absolute "$wrf_install/main/$program" "$program"
+}
+
+# The target is resolved in its own assignment so that a failed readlink stops
+# the script (set -e ignores the status of a substitution inside an argument).
+link_absolute() {
+    local target
+    target=$(readlink -f -- "$1") || fail "cannot resolve $1: check the WRF install"
+    ln -sfn -- "$target" "$2"
 }
 
 cd -- "$run_dir"
