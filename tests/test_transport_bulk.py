@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ import pytest
 from ssh_support import established, is_running, ssh_config
 
 from wrfbatch.errors import HostKeyError, TransferError
+from wrfbatch.transports import openssh as openssh_module
+from wrfbatch.transports import ssh as ssh_module
 from wrfbatch.transports.openssh import OpenSSHLink, find_ssh_program
 from wrfbatch.transports.ssh import SSHTransport
 
@@ -65,13 +68,22 @@ def own_bytes_sent(port: int) -> int:
 
 
 def child_ssh_pids() -> list[int]:
-    pids = []
+    """Return the ssh programs this process started, directly or through sftp."""
+    parents: dict[int, tuple[int, str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == os.getpid() and "(ssh)" in stat.read_text():
-                pids.append(int(stat.parent.name))
-    return pids
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            name = text[text.index("(") + 1:text.rindex(")")]
+            parents[int(stat.parent.name)] = (int(text.rsplit(")", 1)[1].split()[1]), name)
+
+    def descends(pid: int) -> bool:
+        while pid in parents and pid > 1:
+            pid = parents[pid][0]
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, (_, name) in parents.items() if name == "ssh" and descends(pid)]
 
 
 def cut_openssh_connections(port: int) -> None:
@@ -193,6 +205,136 @@ def test_download_resumes_after_cut(
     assert result.bytes_moved <= size - 16 * MiB
     assert sha256_of(target) == sha256
     assert partial_files(target.parent) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cutting a connection kills sshd, which needs root")
+def test_batch_upload_resumes_after_cut(
+    testbed, transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(6)]
+    digests = [random_file(path, 8 * MiB) for path in sources]
+    cut: list[bool] = []
+    lock = threading.Lock()
+
+    def cut_once(done: int, total: int) -> None:
+        # The batch's streams report from their own threads.
+        with lock:
+            if not cut and done >= 28 * MiB:
+                cut_openssh_connections(testbed.ssh_port)
+                cut.append(True)
+
+    results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
+                                    progress=cut_once)
+    assert cut
+    # Each result counts the bytes of its last try: the partial files of the files that were
+    # on their way at the cut were resumed, not sent again from the start.
+    moved = [result.bytes_moved for result in results]
+    assert sum(moved) <= 48 * MiB - 1 * MiB, moved
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    assert partial_files(Path(remote_dir)) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cutting a connection kills sshd, which needs root")
+def test_sftp_batch_resumes_after_cut(
+    testbed, transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    # Without a progress callback the batch goes through sftp: the cut is timed by the
+    # partial files' growth on the cluster (the same file system here).
+    assert transport.sftp_program is not None
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(6)]
+    digests = [random_file(path, 8 * MiB) for path in sources]
+    cut = threading.Event()
+
+    def cut_when_started() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            arrived = sum(path.stat().st_size for path in partial_files(Path(remote_dir)))
+            if arrived >= 12 * MiB:
+                cut_openssh_connections(testbed.ssh_port)
+                cut.set()
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=cut_when_started)
+    watcher.start()
+    try:
+        results = transport.upload_many(
+            [(path, f"{remote_dir}/{path.name}") for path in sources])
+    finally:
+        watcher.join()
+    assert cut.is_set()
+    moved = [result.bytes_moved for result in results]
+    assert sum(moved) <= 48 * MiB - 1 * MiB, moved
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    assert partial_files(Path(remote_dir)) == []
+
+
+def test_known_digests_not_hashed_again(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path, monkeypatch
+) -> None:
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(3)]
+    digests = [random_file(path, 300_000) for path in sources]
+    monkeypatch.setattr(ssh_module, "_hash_remainders", _fail_if_called)
+    monkeypatch.setattr(ssh_module, "_file_sha256", _fail_if_called)
+    results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
+                                    sha256=digests)
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    again = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
+                                  sha256=digests)
+    assert all(result.skipped for result in again)
+
+
+def _fail_if_called(*args: object) -> None:
+    raise AssertionError("a file with a known SHA-256 was hashed again")
+
+
+def test_batch_split_into_commands(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(ssh_module, "_MAX_COMMAND_PATH_CHARS", 400)
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(7)]
+    digests = [random_file(path, 100_000 + hour) for hour, path in enumerate(sources)]
+    files = [(path, f"{remote_dir}/{path.name}") for path in sources]
+    assert len(ssh_module._command_chunks(files)) > 2
+    results = transport.upload_many(files)
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+
+
+def test_batch_receiver_missing_falls_back(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path, monkeypatch
+) -> None:
+    # A cluster whose head is not GNU head: the receiver exits with its "unsupported" status.
+    monkeypatch.setattr(openssh_module, "BATCH_RECEIVER",
+                        f"exit {openssh_module.BATCH_RECEIVER_UNSUPPORTED}")
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(3)]
+    digests = [random_file(path, 200_000) for path in sources]
+    # A progress callback sends the batch through the receiver rather than sftp.
+    results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
+                                    progress=lambda done, total: None)
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    assert transport._batch_receiver_missing
+
+
+def test_sftp_missing_falls_back(
+    transport: SSHTransport, remote_dir: str, tmp_path: Path
+) -> None:
+    # A cluster whose sshd serves no SFTP: sftp fails as OpenSSH's does there.
+    fake = tmp_path / "sftp"
+    fake.write_text("#!/bin/sh\ncat >/dev/null\n"
+                    "echo 'subsystem request failed on channel 0' >&2\nexit 255\n")
+    fake.chmod(0o755)
+    transport.sftp_program = str(fake)
+    sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(3)]
+    digests = [random_file(path, 200_000) for path in sources]
+    results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources])
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    assert transport._sftp_missing
 
 
 def test_verified_round_trip(testbed, tmp_path: Path) -> None:

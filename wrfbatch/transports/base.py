@@ -110,12 +110,17 @@ class Transport(abc.ABC):
         """Copy a file from the cluster, atomically, with the same skip and resume rules."""
 
     def upload_many(
-        self, files: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None
+        self, files: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None,
+        sha256: Sequence[str | None] | None = None,
     ) -> list[TransferResult]:
         """Upload several (local path, remote path) pairs with :meth:`upload`'s rules.
 
         This default uploads one file after another. ``progress`` gets each file's
         (bytes done, file size) here; a transport that overrides this may sum them.
+        ``sha256`` may give each local file's SHA-256, computed by the caller when
+        it wrote the file. A transport may then record it instead of hashing the
+        file again, once it has checked that the file's size and modification
+        time did not change during the transfer. This default hashes every file.
         """
         return [self.upload(Path(local), remote, progress=progress) for local, remote in files]
 

@@ -26,8 +26,9 @@ process that has the command's stdout or stderr open has exited, so
 ``run("cmd &")`` waits for ``cmd``. Detach a process with
 ``nohup cmd >/dev/null 2>&1 &``.
 
-Transfers. File content moves through the OpenSSH ``ssh`` program when it is
-installed (see :mod:`.openssh` for why and how), over paramiko SFTP otherwise.
+Transfers. File content moves through the OpenSSH ``ssh`` and ``sftp``
+programs when they are installed (see :mod:`.openssh` for why and how), over
+paramiko SFTP otherwise.
 A file is written under a partial name in the destination directory,
 ``.<name>.<size>-<mtime>.part``, checked against the source's size and then
 renamed into place, so the final name never has a partial file. The partial
@@ -37,7 +38,8 @@ partial file's length once the partial file's content is verified (by SHA-256)
 against the same number of bytes of the source.
 
 Checksums. Every transfer returns the SHA-256 of the bytes that moved,
-computed here while they are read or written. With ``verify_remote_sha256``
+computed here while they are read or written, or given by the caller of
+``upload_many`` for a file whose size and time do not change meanwhile. With ``verify_remote_sha256``
 the cluster also hashes the file as it arrives (uploads) or while it is sent
 (downloads), and a mismatch fails the transfer. That second hash is off by
 default: the SSH cipher's authentication (AES-GCM or chacha20-poly1305) already
@@ -92,10 +94,17 @@ from .base import (
 )
 from .local import file_sha256
 from .openssh import (
+    BATCH_RECEIVER_UNSUPPORTED,
     SSH_ERROR_EXIT,
     OpenSSHLink,
+    OutgoingFile,
+    SftpPut,
     StreamResult,
+    find_sftp_program,
     find_ssh_program,
+    sftp_batch,
+    sftp_batch_usable,
+    stream_files,
     stream_from_file,
     stream_into_file,
 )
@@ -210,6 +219,9 @@ class SSHTransport(Transport):
         self._idle_sftp: list[paramiko.SFTPClient] = []
         self._transfer_locks = [threading.Lock() for _ in range(_TRANSFER_LOCKS)]
         self._remote_hasher_missing = False
+        self._batch_receiver_missing = False
+        self._sftp_missing = False
+        self.sftp_program = find_sftp_program(self.ssh_program) if self.ssh_program else None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -671,17 +683,263 @@ class SSHTransport(Transport):
         return self.upload_many([(Path(local_path), remote_path)], progress=progress)[0]
 
     def upload_many(
-        self, files: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None
+        self, files: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None,
+        sha256: Sequence[str | None] | None = None,
     ) -> list[TransferResult]:
-        """Upload several files over one OpenSSH connection, ``transfer_streams`` at a time."""
-        sources = [_local_source(Path(local)) for local, _ in files]
+        """Upload several files in batches (see :meth:`_upload_batch`).
+
+        With ``verify_remote_sha256``, without the ssh program (paramiko SFTP),
+        or on a cluster without GNU head or SFTP, each file has a session of its
+        own instead, ``transfer_streams`` files at a time.
+        """
+        paths = [(Path(local), remote) for local, remote in files]
+        sources = [_local_source(local) for local, _ in paths]
+        known = list(sha256) if sha256 is not None else [None] * len(paths)
         tracker = _BatchProgress(sum(source.size for source in sources), progress)
         with self._transfer_slots, _LazyLink(self) as link:
-            return _map_threads(
-                lambda index: self._upload_retrying(Path(files[index][0]), files[index][1],
-                                                    sources[index], link, tracker.for_file(index)),
-                len(files), self.transfer_streams,
-            )
+            results: dict[int, TransferResult] = {}
+            if self._batch_streams_usable(link):
+                self._upload_batch(paths, sources, known, link, tracker, results)
+            rest = [index for index in range(len(paths)) if index not in results]
+            for index, result in zip(rest, _map_threads(
+                    lambda n: self._upload_retrying(*paths[rest[n]], sources[rest[n]], link,
+                                                    tracker.for_file(rest[n])),
+                    len(rest), self.transfer_streams), strict=True):
+                results[index] = result
+            return [results[index] for index in range(len(paths))]
+
+    def _batch_streams_usable(self, link: _LazyLink) -> bool:
+        return (link.program is not None and not self.config.verify_remote_sha256
+                and not self._batch_receiver_missing)
+
+    def _upload_batch(
+        self, files: list[tuple[Path, str]], sources: list[_Source], known: list[str | None],
+        link: _LazyLink, tracker: _BatchProgress, results: dict[int, TransferResult],
+    ) -> None:
+        """Upload ``files`` in batches, and once more after a dropped connection.
+
+        Measured on the 2-core benchmark machine, a session and six SFTP round
+        trips per file made the 24-file met_em-like set upload at 0.64 times
+        scp's throughput, while one 1 GiB file kept up with scp. Now one command
+        over the pooled connection reads the sizes of every destination and
+        partial file, then one sftp program (or one session per stream, see
+        :meth:`_upload_chunk`) carries all the files. ``results`` receives each
+        file as it is done, so a retry sends only the others. A cluster without
+        GNU head leaves files out of ``results``, for the caller to send one by one.
+        """
+        locks = sorted({id(lock): lock for lock in (
+            self._transfer_lock(f"upload:{remote}") for _, remote in files)}.items())
+        with contextlib.ExitStack() as held:
+            for _, lock in locks:
+                held.enter_context(lock)
+            try:
+                for chunk in _command_chunks(files):
+                    self._upload_chunk_retrying(files, sources, known, chunk, link, tracker,
+                                                results)
+            except _BatchReceiverMissing:
+                return
+
+    def _upload_chunk_retrying(
+        self, files: list[tuple[Path, str]], sources: list[_Source], known: list[str | None],
+        chunk: list[int], link: _LazyLink, tracker: _BatchProgress,
+        results: dict[int, TransferResult],
+    ) -> None:
+        generation = link.generation
+        try:
+            self._upload_chunk(files, sources, known, chunk, link, tracker, results)
+        except ConnectionLostError as exc:
+            logger.warning("connection to %s dropped while uploading a batch; resuming once: "
+                           "%s", self._where, exc)
+            link.reset(generation)
+            rest = [index for index in chunk if index not in results]
+            self._upload_chunk(files, sources, known, rest, link, tracker, results)
+
+    def _upload_chunk(
+        self, files: list[tuple[Path, str]], sources: list[_Source], known: list[str | None],
+        chunk: list[int], link: _LazyLink, tracker: _BatchProgress,
+        results: dict[int, TransferResult],
+    ) -> None:
+        """Plan and send the files ``chunk`` (indexes into ``files``)."""
+        plans = self._plan_uploads(files, sources, known, chunk)
+        outgoing = []
+        for index, plan in zip(chunk, plans, strict=True):
+            if isinstance(plan, TransferResult):
+                results[index] = plan
+            else:
+                outgoing.append(_Outgoing(index, files[index][0], files[index][1],
+                                          sources[index], plan[0], plan[1], known[index]))
+        if not outgoing:
+            return
+        # One sftp program for the whole chunk: it keeps 64 requests in flight by itself,
+        # and two at once took 2.03 to 2.08 s for the 24-file set against 1.81 to 1.92 s
+        # for one on the 2-core benchmark machine. Batch sessions carry the files when a
+        # progress callback must follow the bytes or a path needs quoting.
+        if tracker.callback is None and self._sftp_usable(outgoing):
+            try:
+                self._sftp_group(outgoing, results)
+                return
+            except _SftpMissing:
+                pass
+        groups = _balanced_groups(outgoing, self.transfer_streams)
+        _map_threads(lambda n: self._stream_group(groups[n], link, tracker, results),
+                     len(groups), len(groups))
+
+    def _sftp_usable(self, group: list[_Outgoing]) -> bool:
+        return self.sftp_program is not None and not self._sftp_missing and sftp_batch_usable(
+            [path for item in group for path in (
+                str(item.local_path.absolute()),
+                self._partial_path(item.remote_path, item.source))])
+
+    def _sftp_group(self, group: list[_Outgoing], results: dict[int, TransferResult]) -> None:
+        """Upload ``group`` with OpenSSH's sftp, then check and rename each partial file.
+
+        Each file's SHA-256 is its known value, or comes from a thread that
+        reads the file while sftp sends it. The source's size and modification
+        time, unchanged after the transfer, tie that digest to the bytes sent.
+        """
+        puts = [SftpPut(item.local_path.absolute(), self._partial_path(item.remote_path,
+                                                                      item.source),
+                        resume=item.offset > 0)
+                # A partial file that is complete already needs no put (reput refuses one).
+                for item in group if item.offset == 0 or item.offset < item.source.size]
+        assert self.sftp_program is not None and self.ssh_program is not None
+        runner = OpenSSHLink(self.config, self.ssh_program)
+        unknown = [item for item in group if item.known_sha256 is None]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wrfbatch-hash") as hasher:
+            # Copies, so that a fallback to shell sessions starts from the same states.
+            hashing = hasher.submit(_hash_remainders, unknown) if unknown else None
+            outcome = sftp_batch(runner, self.sftp_program, puts) if puts else None
+            digests = hashing.result() if hashing is not None else []
+        if outcome is not None and outcome.exit_code != 0:
+            self._raise_sftp_failure(runner, outcome, group)
+        for item, digest in zip(unknown, digests, strict=True):
+            item.digest = digest
+        for item in group:
+            partial = self._partial_path(item.remote_path, item.source)
+            action = f"uploading {item.local_path} to {item.remote_path}"
+            if _local_source(item.local_path) != item.source:
+                self._once(action, lambda a, partial=partial: self._remove_partial(partial, a))
+                raise TransferError(f"{item.local_path} changed during its upload to "
+                                    f"{self.host}:{item.remote_path}; upload it again once it "
+                                    "is complete", self.host)
+            sha256 = item.known_sha256 or item.digest.hexdigest()
+            self._once(action, lambda a, item=item, partial=partial, sha256=sha256:
+                       self._finish_upload(partial, item.remote_path, item.source, sha256,
+                                           None, a))
+            results[item.index] = TransferResult(
+                str(item.local_path), item.remote_path, item.source.size, sha256, False,
+                item.source.size - item.offset)
+
+    def _raise_sftp_failure(
+        self, runner: OpenSSHLink, outcome: StreamResult, group: list[_Outgoing]
+    ) -> None:
+        text = " ".join(line.strip() for line in outcome.stderr.splitlines() if line.strip())
+        if "subsystem request failed" in text:
+            logger.info("%s serves no SFTP; uploading through shell sessions", self._where)
+            self._sftp_missing = True
+            raise _SftpMissing()
+        # sftp dies of SIGPIPE (a negative status) when its ssh exits under it.
+        if outcome.exit_code == SSH_ERROR_EXIT or outcome.exit_code < 0 \
+                or any(sign in text for sign in _DROPPED):
+            # Host key and authentication failures keep their own errors.
+            raise runner.error(text, "uploading a batch of files with sftp")
+        directory = posixpath.dirname(group[0].remote_path) or "."
+        raise TransferError(
+            f"upload of a batch of {len(group)} files to {self.host}:{directory} with sftp "
+            f"failed: {text or f'exit status {outcome.exit_code}'}; if the cluster's file "
+            f"system is full (df {directory}), free space there, then retry", self.host,
+        )
+
+    def _remove_partial(self, partial: str, attempt: _Attempt) -> None:
+        with self._sftp(attempt) as sftp:
+            _remove_quietly(sftp, partial)
+
+    def _plan_uploads(
+        self, files: list[tuple[Path, str]], sources: list[_Source], known: list[str | None],
+        chunk: list[int],
+    ) -> list[TransferResult | tuple[int, hashlib._Hash]]:
+        """Return, per file, its result when the cluster already has it, or else the offset
+        to send it from and the SHA-256 state of the bytes before that offset.
+
+        One command creates the destination directories and prints the sizes
+        of the destination and partial files. Only a destination of the source's
+        size, or a partial file worth resuming, costs more: hashing on both sides.
+        """
+        paths = [path for index in chunk for path in (
+            files[index][1], self._partial_path(files[index][1], sources[index]))]
+        directories = sorted({posixpath.dirname(files[index][1]) or "." for index in chunk})
+        script = (f"mkdir -p -- {' '.join(map(shlex.quote, directories))} || exit 1; "
+                  f"for p in {' '.join(map(shlex.quote, paths))}; do "
+                  'if [ -f "$p" ]; then wc -c < "$p"; else echo -; fi; done')
+        lines = self.run(["sh", "-c", script], idempotent=True).stdout.split()
+        if len(lines) != len(paths):
+            raise TransferError(f"reading file sizes on {self.host} failed: expected "
+                                f"{len(paths)} lines, got {lines[:4]}...; retry", self.host)
+        sizes = [int(line) if line.isdigit() else None for line in lines]
+        return [self._plan_one(files[index], sources[index], known[index], sizes[2 * n],
+                               sizes[2 * n + 1]) for n, index in enumerate(chunk)]
+
+    def _plan_one(
+        self, file: tuple[Path, str], source: _Source, known: str | None, existing: int | None,
+        partial_length: int | None,
+    ) -> TransferResult | tuple[int, hashlib._Hash]:
+        local_path, remote_path = file
+        action = f"uploading {local_path} to {remote_path}"
+        if existing == source.size:
+            skipped = self._once(action, lambda a: self._already_uploaded(
+                local_path, remote_path, source, a, known))
+            if skipped is not None:
+                return skipped
+        partial = self._partial_path(remote_path, source)
+        return self._once(action, lambda a: self._resume_point(local_path, partial, source,
+                                                               partial_length or 0, a))
+
+    def _stream_group(
+        self, group: list[_Outgoing], link: _LazyLink, tracker: _BatchProgress,
+        results: dict[int, TransferResult],
+    ) -> None:
+        """Send ``group`` through one batch session and record each file the cluster took."""
+        if not group:
+            return
+        items = [OutgoingFile(
+            path=item.local_path, partial=self._partial_path(item.remote_path, item.source),
+            final=item.remote_path, offset=item.offset, size=item.source.size,
+            consume=None if item.known_sha256 else item.digest.update,
+            sent=_progress_reporter(item.source.size, tracker.for_file(item.index)),
+            unchanged=lambda item=item: _local_source(item.local_path) == item.source,
+        ) for item in group]
+        streamed = stream_files(link.get(), items)
+        for position in sorted(streamed.committed):
+            item = group[position]
+            results[item.index] = TransferResult(
+                str(item.local_path), item.remote_path, item.source.size,
+                item.known_sha256 or item.digest.hexdigest(), False,
+                streamed.bytes_moved[position])
+        for position, item in enumerate(group):
+            if position in streamed.bytes_moved and _local_source(item.local_path) != item.source:
+                raise TransferError(f"{item.local_path} changed during its upload to "
+                                    f"{self.host}:{item.remote_path}; upload it again once it "
+                                    "is complete", self.host)
+        if len(streamed.committed) == len(group):
+            return
+        if streamed.exit_code == SSH_ERROR_EXIT:
+            raise link.get().error(streamed.stderr, "uploading a batch of files")
+        if streamed.exit_code == BATCH_RECEIVER_UNSUPPORTED:
+            logger.info("%s has no GNU head; uploading each file in a session of its own",
+                        self._where)
+            self._batch_receiver_missing = True
+            raise _BatchReceiverMissing()
+        failed = group[len(streamed.committed)]
+        raise TransferError(
+            f"upload of {failed.local_path} to {self.host}:{failed.remote_path} failed: "
+            f"{streamed.stderr.strip() or f'exit status {streamed.exit_code}'}; if the "
+            f"cluster's file system is full (df {posixpath.dirname(failed.remote_path)}), "
+            "free space there, then retry", self.host,
+        )
+
+    def _partial_path(self, remote_path: str, source: _Source) -> str:
+        directory, name = posixpath.split(remote_path)
+        return posixpath.join(directory, source.partial_name(name))
 
     def download(
         self, remote_path: str, local_path: Path, *, progress: ProgressCallback | None = None
@@ -734,14 +992,11 @@ class SSHTransport(Transport):
         action = f"uploading {local_path} to {remote_path}"
         existing = self._once(action, lambda attempt: self._remote_size(remote_path, attempt))
         if existing == source.size:
-            sha256 = _file_sha256(local_path, self.host)
-            remote = self._once(action, lambda a: self._remote_sha256(remote_path, a))
-            if remote == sha256:
-                logger.info("%s:%s already has %s; nothing uploaded", self.host, remote_path,
-                            local_path.name)
-                return TransferResult(str(local_path), remote_path, source.size, sha256, True, 0)
-        directory, name = posixpath.split(remote_path)
-        partial = posixpath.join(directory, source.partial_name(name))
+            skipped = self._once(action, lambda a: self._already_uploaded(
+                local_path, remote_path, source, a))
+            if skipped is not None:
+                return skipped
+        partial = self._partial_path(remote_path, source)
         offset, digest = self._once(
             action, lambda a: self._remote_resume_offset(local_path, partial, source, a)
         )
@@ -777,6 +1032,26 @@ class SSHTransport(Transport):
                 length = sftp.stat(partial).st_size or 0
             except FileNotFoundError:
                 return 0, hashlib.sha256()
+        return self._resume_point(local_path, partial, source, length, attempt)
+
+    def _already_uploaded(
+        self, local_path: Path, remote_path: str, source: _Source, attempt: _Attempt,
+        known: str | None = None,
+    ) -> TransferResult | None:
+        """Return the skipped result when the destination (of the source's size) has the
+        source's SHA-256 (``known``, or read here), else None."""
+        sha256 = known or _file_sha256(local_path, self.host)
+        if self._remote_sha256(remote_path, attempt) != sha256:
+            return None
+        logger.info("%s:%s already has %s; nothing uploaded", self.host, remote_path,
+                    local_path.name)
+        return TransferResult(str(local_path), remote_path, source.size, sha256, True, 0)
+
+    def _resume_point(
+        self, local_path: Path, partial: str, source: _Source, length: int, attempt: _Attempt
+    ) -> tuple[int, hashlib._Hash]:
+        """Return the offset to resume from, given the partial file's ``length``, and the
+        SHA-256 state of the bytes before it: 0 unless they match the source's start."""
         if not 0 < length <= source.size:
             return 0, hashlib.sha256()
         digest = _prefix_digest(local_path, length)
@@ -1016,6 +1291,8 @@ class _Source:
 
     size: int
     mtime: int
+    # Compared with the rest to notice a change during a transfer; not part of the name.
+    mtime_ns: int = 0
 
     def partial_name(self, name: str) -> str:
         """Return the partial file's name: the same for every try while the source is unchanged.
@@ -1103,6 +1380,76 @@ def _receive_command(quoted_partial: str, offset: int, verify: bool) -> str:
     return f"tee -- {quoted_partial} | ({_REMOTE_HASHER})"
 
 
+@dataclass
+class _Outgoing:
+    """A file of a batch upload that still has bytes to send."""
+
+    index: int
+    local_path: Path
+    remote_path: str
+    source: _Source
+    offset: int
+    digest: hashlib._Hash
+    known_sha256: str | None = None
+
+
+def _hash_remainders(items: list[_Outgoing]) -> list[hashlib._Hash]:
+    """Return a copy of each item's digest brought from its offset to the end of its file."""
+    digests = []
+    for item in items:
+        digest = item.digest.copy()
+        with item.local_path.open("rb") as handle:
+            handle.seek(item.offset)
+            while chunk := handle.read(_CHUNK_BYTES):
+                digest.update(chunk)
+        digests.append(digest)
+    return digests
+
+
+# What sftp prints when its connection ends under it.
+_DROPPED = ("Connection closed", "Connection reset", "Broken pipe", "closed by remote host")
+
+
+class _SftpMissing(Exception):
+    """The cluster serves no SFTP; files go through shell sessions instead."""
+
+
+class _BatchReceiverMissing(Exception):
+    """The cluster cannot run the batch receiver; files go one session each instead."""
+
+
+# Upper bound on the paths' quoted length in one batch command. The command reaches the
+# cluster as one argument of the login shell, and Linux limits one argument to 128 KiB.
+_MAX_COMMAND_PATH_CHARS = 60_000
+
+
+def _command_chunks(files: list[tuple[Path, str]]) -> list[list[int]]:
+    """Split the indexes of ``files`` so that each chunk's paths fit in one command (every
+    file names its destination and its partial file, each under 255 + 30 characters)."""
+    chunks: list[list[int]] = [[]]
+    length = 0
+    for index, (_, remote) in enumerate(files):
+        cost = 2 * len(shlex.quote(remote)) + 64
+        if chunks[-1] and length + cost > _MAX_COMMAND_PATH_CHARS:
+            chunks.append([])
+            length = 0
+        chunks[-1].append(index)
+        length += cost
+    return [chunk for chunk in chunks if chunk]
+
+
+def _balanced_groups(items: list[_Outgoing], count: int) -> list[list[_Outgoing]]:
+    """Split ``items`` into up to ``count`` groups of similar byte totals, largest first,
+    each group in its original order."""
+    groups: list[list[_Outgoing]] = [[] for _ in range(max(1, min(count, len(items))))]
+    totals = [0] * len(groups)
+    for item in sorted(items, key=lambda item: item.source.size - item.offset, reverse=True):
+        smallest = totals.index(min(totals))
+        groups[smallest].append(item)
+        totals[smallest] += item.source.size - item.offset
+    return [sorted(group, key=lambda item: item.index) for group in groups]
+
+
 def _map_threads(work: Callable[[int], T], count: int, threads: int) -> list[T]:
     """Return ``work(i)`` for i in range(count), run on up to ``threads`` threads."""
     if count <= 1 or threads <= 1:
@@ -1117,7 +1464,7 @@ def _local_source(path: Path) -> _Source:
         info = path.stat()
     except OSError as exc:
         raise TransferError(f"reading {path} for upload failed: {exc.strerror or exc}") from exc
-    return _Source(info.st_size, int(info.st_mtime))
+    return _Source(info.st_size, int(info.st_mtime), info.st_mtime_ns)
 
 
 def _file_sha256(path: Path, host: str) -> str:
