@@ -41,6 +41,33 @@ def remote(testbed, command: str) -> str:
                           check=True).stdout
 
 
+def test_staging_records_upload_digest(manager, testbed, small_namelist, tmp_path):
+    run_id = ready_run(manager, small_namelist, tmp_path)
+    files = manager.store.get_run(run_id).input_files
+    assert all(file.staged for file in files)
+    run_dir = manager.clusters.get().run_dir(run_id)
+    namelist = next(file for file in files if file.filename == "namelist.input")
+    staged = remote(testbed, f"sha256sum {shlex.quote(run_dir)}/namelist.input").split()[0]
+    assert staged == namelist.sha256
+
+
+def test_changed_upload_hashed_again(manager, testbed, small_namelist, tmp_path):
+    run = manager.create_run("alice", "3.9")
+    upload_inputs(manager, run.id, small_namelist, tmp_path / "inputs")
+    extra = manager.upload(run.id, "wrflowinp_d01", io.BytesIO(b"a" * 4096))
+    # Changed on the service's disk after the upload: same size, other bytes, later time.
+    stored = manager.uploads.path(run.id, "wrflowinp_d01")
+    time.sleep(0.01)
+    stored.write_bytes(b"b" * 4096)
+    manager.setup(run.id)
+    record = next(f for f in manager.store.get_run(run.id).input_files
+                  if f.filename == extra.filename)
+    run_dir = manager.clusters.get().run_dir(run.id)
+    staged = remote(testbed, f"sha256sum {shlex.quote(run_dir)}/wrflowinp_d01").split()[0]
+    assert record.staged_sha256 == staged
+    assert not record.staged
+
+
 @pytest.mark.parametrize("version", ["3.8.1", "3.9"])
 def test_lifecycle_done_with_mpi(manager, testbed, small_namelist, tmp_path, version):
     run_id = ready_run(manager, small_namelist, tmp_path, version)

@@ -43,7 +43,7 @@ from ..rendering import TemplateRenderer
 from ..schedulers.base import CheckResult
 from ..states import RunState
 from ..store import Store
-from ..store.records import RunRecord
+from ..store.records import InputFileRecord, RunRecord
 from .clusters import ClusterHandle, ClusterRegistry
 from .refresh import ClusterRefresher, running_runs
 from .submit import StageSubmitter, real_stage_tasks
@@ -274,7 +274,7 @@ class RunManager:
         try:
             results = handle.transport.upload_many(
                 [(self.uploads.path(run_id, f.filename), f"{run_dir}/{f.filename}")
-                 for f in pending])
+                 for f in pending], sha256=[self._upload_digest(run_id, f) for f in pending])
         except (TransferError, RemoteCommandError) as exc:
             # The copy itself failed (a full disk, for example), not the connection.
             self._fail_staging(run_id, exc)
@@ -283,6 +283,18 @@ class RunManager:
             self.store.mark_input_file_staged(run_id, file.filename, result.sha256)
             logger.debug("run %s: staged %s (%s)", run_id, file.filename,
                          "unchanged" if result.skipped else f"{result.bytes_moved} bytes")
+
+    def _upload_digest(self, run_id: str, file: InputFileRecord) -> str | None:
+        """Return the SHA-256 computed when the service received ``file``, or None when the
+        stored copy has changed since (another size, or written after it was recorded), so
+        that the transport hashes the bytes it sends instead."""
+        info = self.uploads.path(run_id, file.filename).stat()
+        if info.st_size != file.size_bytes or info.st_mtime > file.time_uploaded.timestamp():
+            logger.warning("run %s: the stored upload %s changed after it was received; "
+                           "staging records the SHA-256 of its current content",
+                           run_id, file.filename)
+            return None
+        return file.sha256
 
     def _fail_staging(self, run_id: str, exc: TransportError) -> None:
         """Mark a run ``error`` when an input could not be copied (a full disk, for example).
