@@ -155,6 +155,22 @@ def test_threads_share_one_connection(testbed, transport: SSHTransport) -> None:
 
 
 @pytest.mark.cluster
+def test_quick_commands_keep_connection(
+    testbed, transport: SSHTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Commands that exit at once race their end of file against the server's close:
+    # sent in the wrong order, sshd drops the connection and every thread reconnects.
+    transport.run(["true"])
+    connection = transport._client
+    with caplog.at_level("WARNING", logger="wrfbatch.transports.ssh"):
+        results = run_in_threads(8, lambda i: [transport.run(["true"]) for _ in range(60)])
+    assert [r for r in results if isinstance(r, Exception)] == []
+    # Refused channel opens (sshd's MaxSessions) are retried and logged by paramiko only.
+    assert [r.message for r in caplog.records if r.name.startswith("wrfbatch")] == []
+    assert transport._client is connection
+
+
+@pytest.mark.cluster
 def test_channel_cap_limits_commands(testbed) -> None:
     argv = ["sleep", "0.219"]
     with SSHTransport(ssh_config(testbed, max_channels=3)) as capped:

@@ -1513,7 +1513,7 @@ def _start_io_threads(
         threading.Thread(target=_drain, args=(channel.recv_stderr, output.stderr), daemon=True),
     ]
     if stdin is None:
-        channel.shutdown_write()
+        _send_eof(channel)
     else:
         threads.append(threading.Thread(target=_feed, args=(channel, stdin), daemon=True))
     for thread in threads:
@@ -1526,11 +1526,33 @@ def _drain(receive: Callable[[int], bytes], chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
+def _send_eof(channel: paramiko.Channel) -> None:
+    """Send end of file on ``channel`` unless the channel is closed already.
+
+    paramiko's shutdown_write builds the EOF message under the channel's lock
+    but sends it after releasing the lock. A command that exits at once (such
+    as ``true``) lets paramiko's transport thread answer the server's CLOSE in
+    between, and OpenSSH's sshd then drops the whole connection ("ieof packet
+    referred to nonexistent channel"), as the ssh_reuse benchmark saw with
+    8 threads. Sending while holding the lock keeps EOF before CLOSE. The
+    transport thread takes no channel lock during a key exchange, so waiting
+    here for one to end cannot deadlock.
+    """
+    # NOTE: uses paramiko's private Channel._send_eof and Transport._send_user_message
+    # (paramiko 5.1); a paramiko release that renames them breaks every command here.
+    with channel.lock:
+        if channel.closed:
+            return
+        message = channel._send_eof()
+        if message is not None:
+            channel.transport._send_user_message(message)
+
+
 def _feed(channel: paramiko.Channel, data: bytes) -> None:
     """Send stdin and then end of file; a command may exit before reading all of it."""
     try:
         channel.sendall(data)
-        channel.shutdown_write()
+        _send_eof(channel)
     except (OSError, EOFError, paramiko.SSHException) as exc:
         logger.debug("stdin not fully sent: %s", exc)
 
