@@ -148,10 +148,12 @@ class Cloudrun:
     def download(
         self, id: str, filename: str, destination: str | os.PathLike[str]  # noqa: A002
     ) -> Path:
-        """Download an output file of a run to ``destination`` (a file or a directory)."""
+        """Download an output file of a run to ``destination``: a directory when it exists
+        or its name ends with a slash (it is created then), a file otherwise."""
         target = Path(destination)
-        if target.is_dir():
-            target = target / filename
+        if target.is_dir() or str(destination).endswith(("/", os.sep)):
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / Path(filename).name
         partial = target.with_name(f".{target.name}.part")
         path = f"/v1/wrf/{id}/files/{filename}"
         try:

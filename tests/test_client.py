@@ -196,6 +196,10 @@ def test_download_output_file(api: Cloudrun, tmp_path: Path) -> None:
     assert path.read_bytes()[:3] in (b"CDF", b"\x89HD")
     log = api.download(run.id, "rsl.out.0000", tmp_path / "rsl.txt")
     assert "SUCCESS COMPLETE WRF" in log.read_text()
+    # A destination that ends with a slash is a directory, created when missing.
+    inside = api.download(run.id, output.filename, f"{tmp_path}/out/")
+    assert inside == tmp_path / "out" / output.filename
+    assert inside.stat().st_size == output.size
 
 
 def test_download_unknown_file_rejected(api: Cloudrun, tmp_path: Path) -> None:
