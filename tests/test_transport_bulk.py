@@ -18,6 +18,7 @@ import pytest
 from ssh_support import established, is_running, ssh_config
 
 from wrfbatch.errors import HostKeyError, TransferError
+from wrfbatch.transports import TransferResult
 from wrfbatch.transports import openssh as openssh_module
 from wrfbatch.transports import ssh as ssh_module
 from wrfbatch.transports.openssh import OpenSSHLink, find_ssh_program
@@ -65,6 +66,16 @@ def own_bytes_sent(port: int) -> int:
                            capture_output=True, text=True, check=True).stdout
     mine = [block for block in lines.split("users:")[1:] if f"pid={os.getpid()}," in block]
     return sum(int(value) for block in mine for value in re.findall(r"bytes_acked:(\d+)", block))
+
+
+def check_uploaded(
+    results: list[TransferResult], sources: list[Path], digests: list[str], remote_dir: str
+) -> None:
+    """Check that each upload reports its source's SHA-256, that the cluster has the same
+    bytes, and that no partial file is left."""
+    assert [result.sha256 for result in results] == digests
+    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    assert partial_files(Path(remote_dir)) == []
 
 
 def child_ssh_pids() -> list[int]:
@@ -230,9 +241,7 @@ def test_batch_upload_resumes_after_cut(
     # on their way at the cut were resumed, not sent again from the start.
     moved = [result.bytes_moved for result in results]
     assert sum(moved) <= 48 * MiB - 1 * MiB, moved
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
-    assert partial_files(Path(remote_dir)) == []
+    check_uploaded(results, sources, digests, remote_dir)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="cutting a connection kills sshd, which needs root")
@@ -266,9 +275,7 @@ def test_sftp_batch_resumes_after_cut(
     assert cut.is_set()
     moved = [result.bytes_moved for result in results]
     assert sum(moved) <= 48 * MiB - 1 * MiB, moved
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
-    assert partial_files(Path(remote_dir)) == []
+    check_uploaded(results, sources, digests, remote_dir)
 
 
 def test_known_digests_not_hashed_again(
@@ -280,8 +287,7 @@ def test_known_digests_not_hashed_again(
     monkeypatch.setattr(ssh_module, "_file_sha256", _fail_if_called)
     results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
                                     sha256=digests)
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    check_uploaded(results, sources, digests, remote_dir)
     again = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
                                   sha256=digests)
     assert all(result.skipped for result in again)
@@ -300,8 +306,7 @@ def test_batch_split_into_commands(
     files = [(path, f"{remote_dir}/{path.name}") for path in sources]
     assert len(ssh_module._command_chunks(files)) > 2
     results = transport.upload_many(files)
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    check_uploaded(results, sources, digests, remote_dir)
 
 
 def test_batch_receiver_missing_falls_back(
@@ -315,8 +320,7 @@ def test_batch_receiver_missing_falls_back(
     # A progress callback sends the batch through the receiver rather than sftp.
     results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources],
                                     progress=lambda done, total: None)
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    check_uploaded(results, sources, digests, remote_dir)
     assert transport._batch_receiver_missing
 
 
@@ -332,8 +336,7 @@ def test_sftp_missing_falls_back(
     sources = [tmp_path / f"met_em.d01.{hour:02d}.nc" for hour in range(3)]
     digests = [random_file(path, 200_000) for path in sources]
     results = transport.upload_many([(path, f"{remote_dir}/{path.name}") for path in sources])
-    assert [result.sha256 for result in results] == digests
-    assert [sha256_of(Path(remote_dir) / path.name) for path in sources] == digests
+    check_uploaded(results, sources, digests, remote_dir)
     assert transport._sftp_missing
 
 

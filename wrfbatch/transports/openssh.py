@@ -337,10 +337,10 @@ def _stream_into_file_directly(
     return _finish(process, readers, length - offset, stdout, stderr)
 
 
-# Bytes per sftp write request. With 64 KiB, the 24-file set took 1.37 to 1.71 s (median
-# 1.47 s, 6 rounds) on the benchmark machine, against 1.57 to 1.85 s (median 1.79 s) with
-# sftp's default of 32 KiB, 1.64 s with 128 KiB and 1.79 s for scp. OpenSSH's server takes
-# writes up to 256 KiB and announces its limit, which sftp then respects.
+# Bytes per sftp write request. With 64 KiB, the 24-file set took a median of 1.47 s
+# (6 rounds) on the benchmark machine. sftp's default of 32 KiB took 1.79 s, 128 KiB took
+# 1.64 s, and scp took 1.79 s. OpenSSH's server accepts writes up to 256 KiB and announces
+# its limit, which sftp then respects.
 # NOTE: a server that accepts only 32 KiB writes and announces no limit would fail them.
 SFTP_WRITE_BYTES = 64 * 1024
 # Paths that sftp's batch parser takes as they are: absolute (no option or "~" reading), no

@@ -787,8 +787,7 @@ class SSHTransport(Transport):
     def _sftp_usable(self, group: list[_Outgoing]) -> bool:
         return self.sftp_program is not None and not self._sftp_missing and sftp_batch_usable(
             [path for item in group for path in (
-                str(item.local_path.absolute()),
-                self._partial_path(item.remote_path, item.source))])
+                str(item.local_path.absolute()), item.partial)])
 
     def _sftp_group(self, group: list[_Outgoing], results: dict[int, TransferResult]) -> None:
         """Upload ``group`` with OpenSSH's sftp, then check and rename each partial file.
@@ -797,9 +796,7 @@ class SSHTransport(Transport):
         reads the file while sftp sends it. The source's size and modification
         time, unchanged after the transfer, tie that digest to the bytes sent.
         """
-        puts = [SftpPut(item.local_path.absolute(), self._partial_path(item.remote_path,
-                                                                      item.source),
-                        resume=item.offset > 0)
+        puts = [SftpPut(item.local_path.absolute(), item.partial, resume=item.offset > 0)
                 # A partial file that is complete already needs no put (reput refuses one).
                 for item in group if item.offset == 0 or item.offset < item.source.size]
         assert self.sftp_program is not None and self.ssh_program is not None
@@ -815,17 +812,14 @@ class SSHTransport(Transport):
         for item, digest in zip(unknown, digests, strict=True):
             item.digest = digest
         for item in group:
-            partial = self._partial_path(item.remote_path, item.source)
             action = f"uploading {item.local_path} to {item.remote_path}"
-            if _local_source(item.local_path) != item.source:
-                self._once(action, lambda a, partial=partial: self._remove_partial(partial, a))
-                raise TransferError(f"{item.local_path} changed during its upload to "
-                                    f"{self.host}:{item.remote_path}; upload it again once it "
-                                    "is complete", self.host)
+            if item.changed():
+                self._once(action, lambda a, item=item: self._remove_partial(item.partial, a))
+                raise self._changed_error(item.local_path, item.remote_path)
             sha256 = item.known_sha256 or item.digest.hexdigest()
-            self._once(action, lambda a, item=item, partial=partial, sha256=sha256:
-                       self._finish_upload(partial, item.remote_path, item.source, sha256,
-                                           None, a))
+            self._once(action, lambda a, item=item, sha256=sha256:
+                       self._finish_upload(item.partial, item.remote_path, item.source,
+                                           sha256, None, a))
             results[item.index] = TransferResult(
                 str(item.local_path), item.remote_path, item.source.size, sha256, False,
                 item.source.size - item.offset)
@@ -866,7 +860,7 @@ class SSHTransport(Transport):
         size, or a partial file worth resuming, costs more: hashing on both sides.
         """
         paths = [path for index in chunk for path in (
-            files[index][1], self._partial_path(files[index][1], sources[index]))]
+            files[index][1], _partial_path(files[index][1], sources[index]))]
         directories = sorted({posixpath.dirname(files[index][1]) or "." for index in chunk})
         script = (f"mkdir -p -- {' '.join(map(shlex.quote, directories))} || exit 1; "
                   f"for p in {' '.join(map(shlex.quote, paths))}; do "
@@ -890,7 +884,7 @@ class SSHTransport(Transport):
                 local_path, remote_path, source, a, known))
             if skipped is not None:
                 return skipped
-        partial = self._partial_path(remote_path, source)
+        partial = _partial_path(remote_path, source)
         return self._once(action, lambda a: self._resume_point(local_path, partial, source,
                                                                partial_length or 0, a))
 
@@ -902,11 +896,11 @@ class SSHTransport(Transport):
         if not group:
             return
         items = [OutgoingFile(
-            path=item.local_path, partial=self._partial_path(item.remote_path, item.source),
+            path=item.local_path, partial=item.partial,
             final=item.remote_path, offset=item.offset, size=item.source.size,
             consume=None if item.known_sha256 else item.digest.update,
             sent=_progress_reporter(item.source.size, tracker.for_file(item.index)),
-            unchanged=lambda item=item: _local_source(item.local_path) == item.source,
+            unchanged=lambda item=item: not item.changed(),
         ) for item in group]
         streamed = stream_files(link.get(), items)
         for position in sorted(streamed.committed):
@@ -916,10 +910,8 @@ class SSHTransport(Transport):
                 item.known_sha256 or item.digest.hexdigest(), False,
                 streamed.bytes_moved[position])
         for position, item in enumerate(group):
-            if position in streamed.bytes_moved and _local_source(item.local_path) != item.source:
-                raise TransferError(f"{item.local_path} changed during its upload to "
-                                    f"{self.host}:{item.remote_path}; upload it again once it "
-                                    "is complete", self.host)
+            if position in streamed.bytes_moved and item.changed():
+                raise self._changed_error(item.local_path, item.remote_path)
         if len(streamed.committed) == len(group):
             return
         if streamed.exit_code == SSH_ERROR_EXIT:
@@ -937,9 +929,9 @@ class SSHTransport(Transport):
             "free space there, then retry", self.host,
         )
 
-    def _partial_path(self, remote_path: str, source: _Source) -> str:
-        directory, name = posixpath.split(remote_path)
-        return posixpath.join(directory, source.partial_name(name))
+    def _changed_error(self, local_path: Path, destination: str) -> TransferError:
+        return TransferError(f"{local_path} changed during its upload to {self.host}:"
+                             f"{destination}; upload it again once it is complete", self.host)
 
     def download(
         self, remote_path: str, local_path: Path, *, progress: ProgressCallback | None = None
@@ -996,7 +988,7 @@ class SSHTransport(Transport):
                 local_path, remote_path, source, a))
             if skipped is not None:
                 return skipped
-        partial = self._partial_path(remote_path, source)
+        partial = _partial_path(remote_path, source)
         offset, digest = self._once(
             action, lambda a: self._remote_resume_offset(local_path, partial, source, a)
         )
@@ -1077,8 +1069,7 @@ class SSHTransport(Transport):
         # The hash comes from a second read of the file, so a change during the upload could
         # make it differ from the bytes sent: a source whose size or time changed is rejected.
         if _local_source(local_path) != source:
-            raise TransferError(f"{local_path} changed during its upload to {self.host}:"
-                                f"{partial}; upload it again once it is complete", self.host)
+            raise self._changed_error(local_path, partial)
         if not self.config.verify_remote_sha256:
             self._check_stream(link.get(), command, result)
             return result.bytes_moved, None
@@ -1392,21 +1383,21 @@ class _Outgoing:
     digest: hashlib._Hash
     known_sha256: str | None = None
 
+    @property
+    def partial(self) -> str:
+        return _partial_path(self.remote_path, self.source)
+
+    def changed(self) -> bool:
+        """Return whether the local file's size or modification time differ from the plan's."""
+        return _local_source(self.local_path) != self.source
+
 
 def _hash_remainders(items: list[_Outgoing]) -> list[hashlib._Hash]:
     """Return a copy of each item's digest brought from its offset to the end of its file."""
-    digests = []
-    for item in items:
-        digest = item.digest.copy()
-        with item.local_path.open("rb") as handle:
-            handle.seek(item.offset)
-            while chunk := handle.read(_CHUNK_BYTES):
-                digest.update(chunk)
-        digests.append(digest)
-    return digests
+    return [_hash_range(item.digest.copy(), item.local_path, item.offset) for item in items]
 
 
-# What sftp prints when its connection ends under it.
+# Messages that sftp prints when its connection ends under it.
 _DROPPED = ("Connection closed", "Connection reset", "Broken pipe", "closed by remote host")
 
 
@@ -1416,6 +1407,11 @@ class _SftpMissing(Exception):
 
 class _BatchReceiverMissing(Exception):
     """The cluster cannot run the batch receiver; files go one session each instead."""
+
+
+def _partial_path(remote_path: str, source: _Source) -> str:
+    directory, name = posixpath.split(remote_path)
+    return posixpath.join(directory, source.partial_name(name))
 
 
 # Upper bound on the paths' quoted length in one batch command. The command reaches the
@@ -1531,12 +1527,13 @@ def _send_eof(channel: paramiko.Channel) -> None:
 
     paramiko's shutdown_write builds the EOF message under the channel's lock
     but sends it after releasing the lock. A command that exits at once (such
-    as ``true``) lets paramiko's transport thread answer the server's CLOSE in
+    as ``true``) lets paramiko's transport thread reply to the server's CLOSE in
     between, and OpenSSH's sshd then drops the whole connection ("ieof packet
     referred to nonexistent channel"), as the ssh_reuse benchmark saw with
-    8 threads. Sending while holding the lock keeps EOF before CLOSE. The
-    transport thread takes no channel lock during a key exchange, so waiting
-    here for one to end cannot deadlock.
+    8 threads. Sending while holding the lock keeps EOF before CLOSE. During a
+    key exchange the SSH protocol allows no channel messages (RFC 4253),
+    so the transport thread needs no channel lock until it ends, and waiting
+    here for the exchange to end cannot deadlock.
     """
     # NOTE: uses paramiko's private Channel._send_eof and Transport._send_user_message
     # (paramiko 5.1); a paramiko release that renames them breaks every command here.
@@ -1593,12 +1590,25 @@ def _progress_reporter(size: int, progress: ProgressCallback | None) -> Callable
 
 def _prefix_digest(path: Path, length: int) -> hashlib._Hash:
     """Return the SHA-256 state of a local file's first ``length`` bytes."""
-    digest = hashlib.sha256()
+    return _hash_range(hashlib.sha256(), path, 0, length)
+
+
+def _hash_range(
+    digest: hashlib._Hash, path: Path, start: int, length: int | None = None
+) -> hashlib._Hash:
+    """Update ``digest`` with ``length`` bytes of a local file from ``start`` (to its end
+    when ``length`` is None) and return it."""
     with path.open("rb") as handle:
+        handle.seek(start)
         remaining = length
-        while remaining > 0 and (chunk := handle.read(min(_CHUNK_BYTES, remaining))):
+        while remaining is None or remaining > 0:
+            chunk = handle.read(_CHUNK_BYTES if remaining is None
+                                else min(_CHUNK_BYTES, remaining))
+            if not chunk:
+                break
             digest.update(chunk)
-            remaining -= len(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
     return digest
 
 
